@@ -1,0 +1,46 @@
+# Two commands set up everything on a fresh machine: `make run` and `make test`.
+# Both go through `make install`, which is idempotent and quick when nothing changed.
+
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+PROTOS := $(wildcard protos/tradebot/v1/*.proto)
+GEN_STAMP := generated/.stamp
+
+# Any Python 3.13: pyenv's if there is one, else python3.13 on PATH.
+PYTHON313 ?= $(shell p="$$(pyenv root 2>/dev/null)/versions/3.13.0/bin/python3.13"; \
+	if [ -x "$$p" ]; then echo "$$p"; else command -v python3.13; fi)
+
+.PHONY: install run test bench check-proto clean
+
+install: $(VENV)/.installed $(GEN_STAMP)
+
+$(VENV)/.installed: pyproject.toml
+	@test -n "$(PYTHON313)" || { echo "Python 3.13 is required (pyenv install 3.13.0, or put python3.13 on PATH)"; exit 1; }
+	@test -x $(PY) || $(PYTHON313) -m venv $(VENV)
+	@# The package must exist before the editable install registers it.
+	@mkdir -p generated/tradebot/v1 && touch generated/tradebot/__init__.py generated/tradebot/v1/__init__.py
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[gateway,market,strategy,executor,dev]'
+	@touch $@
+
+# Generated code lives in generated/tradebot/v1, the same path as the proto
+# package, so `from tradebot.v1 import market_pb2` works with no path tricks.
+$(GEN_STAMP): $(PROTOS) $(VENV)/.installed
+	@rm -f generated/tradebot/v1/*_pb2*.py*
+	$(PY) -m grpc_tools.protoc -Iprotos --python_out=generated --pyi_out=generated \
+		--grpc_python_out=generated $(PROTOS)
+	@touch generated/tradebot/__init__.py generated/tradebot/v1/__init__.py
+	@touch $@
+
+run: install
+	$(PY) -m services.devstack
+
+test: install
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+bench: install
+	$(PY) -m bench $(if $(BOTS),--bots $(BOTS))
+
+clean:
+	rm -rf $(VENV) generated data/dev

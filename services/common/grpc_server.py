@@ -1,0 +1,194 @@
+"""Bootstrap shared by the three gRPC services.
+
+``serve()`` builds a grpc.aio server with the service's servicers, the
+standard health service (``grpc.health.v1``, per service name and overall)
+and server reflection, so ``grpcurl -plaintext HOST:PORT list`` works.
+On SIGTERM/SIGINT it enters graceful shutdown: health turns NOT_SERVING so
+load balancers stop routing, in-flight calls drain for ``grace`` seconds.
+
+Every unary method goes through ``_wrap_unary``: the caller's tick and bot
+ids from metadata land in the logging context, project errors become their
+status code, anything unexpected becomes INTERNAL with a generic message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from services.common.errors import RETRY_AFTER_METADATA_KEY, ResourceExhausted, TradebotError
+from services.common.jsonlog import bot_instance_id_var, tick_id_var
+
+log = logging.getLogger(__name__)
+
+TICK_ID_METADATA_KEY = "x-tick-id"
+BOT_INSTANCE_ID_METADATA_KEY = "x-bot-instance-id"
+
+
+@dataclass(frozen=True)
+class ServiceBinding:
+    """One servicer and how to attach it: ``add(servicer, server)`` and its full proto name."""
+
+    full_name: str
+    servicer: Any
+    add: Callable[[Any, grpc.aio.Server], None]
+
+
+@dataclass(frozen=True)
+class TlsConfig:
+    cert_chain: bytes
+    private_key: bytes
+    client_ca: bytes | None = None  # set: clients must present a certificate signed by it
+
+
+def _metadata_value(context: grpc.aio.ServicerContext, key: str) -> str | None:
+    for item in context.invocation_metadata() or ():
+        if item.key == key:
+            return item.value if isinstance(item.value, str) else None
+    return None
+
+
+def _wrap_unary(method: str, behavior: Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]):
+    async def handler(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        tick_token = tick_id_var.set(_metadata_value(context, TICK_ID_METADATA_KEY))
+        bot_token = bot_instance_id_var.set(_metadata_value(context, BOT_INSTANCE_ID_METADATA_KEY))
+        started = time.perf_counter()
+        try:
+            return await behavior(request, context)
+        except TradebotError as error:
+            if isinstance(error, ResourceExhausted):
+                context.set_trailing_metadata(((RETRY_AFTER_METADATA_KEY, f"{error.retry_after:.3f}"),))
+            log.info("rpc failed", extra={"method": method, "code": error.code.name, "reason": error.message})
+            await context.abort(error.code, error.message)
+        except (grpc.aio.AbortError, asyncio.CancelledError):
+            raise
+        except Exception:
+            log.exception("unexpected error in rpc", extra={"method": method})
+            await context.abort(grpc.StatusCode.INTERNAL, f"internal error in {method}")
+        finally:
+            elapsed = time.perf_counter() - started
+            for hook in _latency_hooks:
+                hook(method, elapsed)
+            tick_id_var.reset(tick_token)
+            bot_instance_id_var.reset(bot_token)
+
+    return handler
+
+
+# Observers of every RPC's latency (the metrics module registers one).
+_latency_hooks: list[Callable[[str, float], None]] = []
+
+
+def add_latency_hook(hook: Callable[[str, float], None]) -> None:
+    _latency_hooks.append(hook)
+
+
+class _ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
+    async def intercept_service(self, continuation, handler_call_details):
+        handler = await continuation(handler_call_details)
+        if handler is None or handler.unary_unary is None:
+            return handler
+        return grpc.unary_unary_rpc_method_handler(
+            _wrap_unary(handler_call_details.method, handler.unary_unary),
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+
+class GrpcService:
+    """A started server; ``port`` is the bound port (useful with port 0 in tests)."""
+
+    def __init__(self, server: grpc.aio.Server, health_servicer: health.aio.HealthServicer, port: int) -> None:
+        self.server = server
+        self.health = health_servicer
+        self.port = port
+
+    async def stop(self, grace: float) -> None:
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(grace)
+
+
+async def start_server(
+    bindings: Sequence[ServiceBinding],
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    tls: TlsConfig | None = None,
+) -> GrpcService:
+    server = grpc.aio.server(
+        interceptors=[_ErrorMappingInterceptor()],
+        options=[
+            ("grpc.max_receive_message_length", 16 * 1024 * 1024),
+            ("grpc.so_reuseport", 0),
+        ],
+    )
+    for binding in bindings:
+        binding.add(binding.servicer, server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    names = [binding.full_name for binding in bindings]
+    reflection.enable_server_reflection([*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
+    address = f"{host}:{port}"
+    if tls is None:
+        bound = server.add_insecure_port(address)
+    else:
+        credentials = grpc.ssl_server_credentials(
+            [(tls.private_key, tls.cert_chain)],
+            root_certificates=tls.client_ca,
+            require_client_auth=tls.client_ca is not None,
+        )
+        bound = server.add_secure_port(address, credentials)
+    if bound == 0:
+        raise OSError(f"could not bind gRPC server to {address}")
+    await server.start()
+    for name in ("", *names):
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    return GrpcService(server, health_servicer, bound)
+
+
+async def serve(
+    service_name: str,
+    bindings: Sequence[ServiceBinding],
+    *,
+    host: str,
+    port: int,
+    grace: float = 10.0,
+    tls: TlsConfig | None = None,
+    on_stop: Callable[[], Awaitable[None]] | None = None,
+) -> None:
+    """Run until SIGTERM/SIGINT, then drain in-flight calls and stop."""
+    service = await start_server(bindings, host=host, port=port, tls=tls)
+    log.info("serving", extra={"grpcService": service_name, "address": f"{host}:{service.port}"})
+    stop_requested = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop_requested.set)
+    await stop_requested.wait()
+    log.info("shutting down", extra={"graceSeconds": grace})
+    await service.stop(grace)
+    if on_stop is not None:
+        await on_stop()
+    log.info("stopped")
+
+
+def load_tls_from_env(cert_path: str | None, key_path: str | None, client_ca_path: str | None) -> TlsConfig | None:
+    if not cert_path and not key_path:
+        return None
+    if not cert_path or not key_path:
+        raise ValueError("GRPC_TLS_CERT and GRPC_TLS_KEY must be set together")
+    with open(cert_path, "rb") as cert, open(key_path, "rb") as key:
+        chain, private = cert.read(), key.read()
+    client_ca = None
+    if client_ca_path:
+        with open(client_ca_path, "rb") as ca:
+            client_ca = ca.read()
+    return TlsConfig(chain, private, client_ca)
