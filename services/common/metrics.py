@@ -111,6 +111,15 @@ SAFETY_TRIPS_TOTAL = Counter(
     ["rule"],
 )
 
+# --- notifications (gateway) -------------------------------------------------------------------
+
+WEBHOOK_DELIVERIES_TOTAL = Counter(
+    "tradebot_webhook_deliveries_total",
+    "Webhook deliveries by outcome: delivered (2xx), rejected (4xx, not retried), failed (retries exhausted), "
+    "dropped (queue full).",
+    ["outcome"],
+)
+
 # --- gRPC servers -------------------------------------------------------------------------------
 
 GRPC_SERVER_HANDLING_SECONDS = Histogram(

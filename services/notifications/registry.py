@@ -1,0 +1,88 @@
+"""Webhook registrations (collection ``webhooks``) and which TradeLogs they receive.
+
+A registration is ``{userId, botInstanceId (absent/None = every bot of the
+user), url, secret, events, isActive, createdAt}``. ``secret`` is a random
+per-webhook signing key generated here and shown to the user once; it is
+stored as is because the gateway, which sends notifications, must sign with
+it and does not hold the credential key. It is a shared secret with the
+receiver only: it grants nothing on the exchange.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+COLLECTION = "webhooks"
+EVENTS: tuple[str, ...] = ("TRADE", "SAFETY", "ERROR")
+
+
+class WebhookValidationError(ValueError):
+    """A registration that cannot be stored, with a message meant for the user."""
+
+
+def event_for(entry: Mapping[str, Any]) -> str | None:
+    """The notification event a TradeLog entry raises, or None for routine entries.
+
+    CRITICAL outranks the log type: a CRITICAL TRADE entry (for example a
+    position closed because its stop could not be placed) is a SAFETY event.
+    """
+    log_type = str(entry.get("logType", "")).upper()
+    severity = str(entry.get("severity", "")).upper()
+    if log_type == "SAFETY" or severity == "CRITICAL":
+        return "SAFETY"
+    if log_type == "TRADE":
+        return "TRADE"
+    if log_type == "ERROR" or severity == "ERROR":
+        return "ERROR"
+    return None
+
+
+def validate_url(url: str) -> str:
+    parts = urlsplit(url.strip())
+    if parts.scheme not in {"http", "https"} or not parts.hostname:
+        raise WebhookValidationError(f"webhook URL must be an absolute http(s) URL, got {url!r}")
+    return url.strip()
+
+
+def validate_events(events: Iterable[str] | None) -> list[str]:
+    if events is None:
+        return list(EVENTS)
+    chosen = [event.strip().upper() for event in events if event.strip()]
+    unknown = sorted(set(chosen) - set(EVENTS))
+    if unknown or not chosen:
+        raise WebhookValidationError(f"events must be among {', '.join(EVENTS)}, got {', '.join(chosen) or 'none'}")
+    return sorted(set(chosen), key=EVENTS.index)
+
+
+def new_webhook_document(
+    user_id: Any,
+    url: str,
+    *,
+    bot_instance_id: Any | None = None,
+    events: Iterable[str] | None = None,
+    now: datetime | None = None,
+) -> dict[str, Any]:
+    """A registration ready to insert; its ``secret`` must be shown to the user exactly once."""
+    return {
+        "userId": user_id,
+        "botInstanceId": bot_instance_id,
+        "url": validate_url(url),
+        "secret": "whsec_" + secrets.token_hex(32),
+        "events": validate_events(events),
+        "isActive": True,
+        "createdAt": now or datetime.now(UTC),
+    }
+
+
+def subscribes(webhook: Mapping[str, Any], entry: Mapping[str, Any], event: str) -> bool:
+    """Whether ``webhook`` (already matched on userId) wants ``event`` from ``entry``'s bot."""
+    if not webhook.get("isActive", True):
+        return False
+    if event not in (webhook.get("events") or EVENTS):
+        return False
+    bot = webhook.get("botInstanceId")
+    return bot is None or str(bot) == str(entry.get("botInstanceId"))
