@@ -1,0 +1,141 @@
+"""Market data as the rest of the system sees it: validated, cached, closed candles.
+
+Source-agnostic: the Binance and simulated sources sit behind ``MarketSource``.
+One upstream fetch per (symbol, interval, limit) and candle period serves every
+caller; the entry lives until the current candle closes or the TTL passes.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from services.common.errors import InvalidArgument
+from services.market import metrics
+from services.market.cache import Loaded, SingleFlightCache
+from services.market.intervals import next_open_time, open_time_containing, validate_interval
+from services.market.settings import MarketSettings
+from services.market.sources.base import Bar, MarketSource, PriceQuote, TradingRules
+
+DEFAULT_LIMIT = 200
+MAX_LIMIT = 1500  # Binance's maximum klines per request
+_SYMBOL_PATTERN = re.compile(r"^[A-Z0-9]{2,30}$")
+
+
+@dataclass(frozen=True, slots=True)
+class CandleWindow:
+    symbol: str
+    interval: str
+    bars: list[Bar]
+    closed: list[bool]
+    from_cache: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceStats:
+    cache_hits: int
+    cache_misses: int
+    cache_entries: int
+    upstream_requests: int
+    weight_used_1m: int
+    weight_limit_1m: int
+    backoff_seconds_left: float
+    source: str
+
+
+def normalise_symbol(symbol: str) -> str:
+    cleaned = symbol.strip().upper()
+    if not cleaned:
+        raise InvalidArgument("symbol is required, e.g. BTCUSDT")
+    if not _SYMBOL_PATTERN.fullmatch(cleaned):
+        raise InvalidArgument(f"symbol {symbol!r} is malformed: expected letters and digits like BTCUSDT")
+    return cleaned
+
+
+def normalise_limit(limit: int) -> int:
+    if limit == 0:
+        return DEFAULT_LIMIT
+    if limit < 0 or limit > MAX_LIMIT:
+        raise InvalidArgument(f"limit must be between 1 and {MAX_LIMIT} (0 means {DEFAULT_LIMIT}), got {limit}")
+    return limit
+
+
+class MarketDataService:
+    def __init__(
+        self,
+        source: MarketSource,
+        settings: MarketSettings,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.source = source
+        self._settings = settings
+        self._clock = clock
+        self._candles: SingleFlightCache[list[Bar]] = SingleFlightCache(
+            settings.cache_max_entries,
+            clock,
+            on_hit=metrics.CACHE_HITS.labels("candles").inc,
+            on_miss=metrics.CACHE_MISSES.labels("candles").inc,
+        )
+        self._prices: SingleFlightCache[PriceQuote] = SingleFlightCache(
+            settings.cache_max_entries,
+            clock,
+            on_hit=metrics.CACHE_HITS.labels("price").inc,
+            on_miss=metrics.CACHE_MISSES.labels("price").inc,
+        )
+
+    async def candles(
+        self, symbol: str, interval: str, limit: int, include_open: bool, deadline: float | None
+    ) -> CandleWindow:
+        symbol = normalise_symbol(symbol)
+        interval = validate_interval(interval)
+        limit = normalise_limit(limit)
+        await self.source.ensure_known_symbol(symbol, deadline)
+        # One more than asked: the newest kline is usually the one still in progress.
+        fetch_count = min(limit + 1, MAX_LIMIT)
+
+        async def load() -> Loaded[list[Bar]]:
+            bars = await self.source.fetch_bars(symbol, interval, fetch_count, deadline)
+            now = self._clock()
+            next_close = next_open_time(interval, open_time_containing(interval, int(now * 1000))) / 1000
+            return Loaded(bars, min(now + self._settings.cache_ttl_seconds, next_close))
+
+        lookup = await self._candles.get((symbol, interval, limit), load)
+        now_ms = int(self._clock() * 1000)
+        closed_bars = [bar for bar in lookup.value if bar.close_time_ms < now_ms][-limit:]
+        flags = [True] * len(closed_bars)
+        if include_open:
+            open_bars = [bar for bar in lookup.value if bar.close_time_ms >= now_ms]
+            closed_bars += open_bars
+            flags += [False] * len(open_bars)
+        return CandleWindow(symbol, interval, closed_bars, flags, lookup.from_cache)
+
+    async def price(self, symbol: str, deadline: float | None) -> PriceQuote:
+        symbol = normalise_symbol(symbol)
+        await self.source.ensure_known_symbol(symbol, deadline)
+
+        async def load() -> Loaded[PriceQuote]:
+            quote = await self.source.fetch_price(symbol, deadline)
+            return Loaded(quote, self._clock() + self._settings.price_ttl_seconds)
+
+        return (await self._prices.get(symbol, load)).value
+
+    async def trading_rules(self, symbol: str, deadline: float | None) -> TradingRules:
+        return await self.source.trading_rules(normalise_symbol(symbol), deadline)
+
+    def stats(self) -> ServiceStats:
+        upstream = self.source.stats()
+        return ServiceStats(
+            cache_hits=self._candles.hits,
+            cache_misses=self._candles.misses,
+            cache_entries=len(self._candles),
+            upstream_requests=upstream.upstream_requests,
+            weight_used_1m=upstream.weight_used_1m,
+            weight_limit_1m=upstream.weight_limit_1m or self._settings.weight_budget_1m,
+            backoff_seconds_left=upstream.backoff_seconds_left,
+            source=self.source.name,
+        )
+
+    async def close(self) -> None:
+        await self.source.close()

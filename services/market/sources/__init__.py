@@ -1,0 +1,1 @@
+"""Where candles, prices and exchange filters come from: Binance or a simulated feed."""
