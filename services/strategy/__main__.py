@@ -1,0 +1,48 @@
+"""Entry point: ``python -m services.strategy``."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+
+from prometheus_client import start_http_server
+
+from services.common.grpc_server import serve
+from services.common.jsonlog import configure_logging
+from services.common.settings import SettingsError
+from services.strategy.server import build_analyzer, strategy_binding
+from services.strategy.settings import StrategySettings
+
+log = logging.getLogger("services.strategy")
+
+
+async def run(settings: StrategySettings) -> None:
+    analyzer = build_analyzer(settings)
+    if settings.metrics_port:
+        start_http_server(settings.metrics_port, addr=settings.grpc_host)
+    log.info(
+        "strategy settings",
+        extra={"aiConfigured": settings.ai_configured, "openaiModel": settings.openai_model},
+    )
+    await serve(
+        "strategy",
+        [strategy_binding(analyzer)],
+        host=settings.grpc_host,
+        port=settings.grpc_port,
+        on_stop=analyzer.close,
+    )
+
+
+def main() -> None:
+    configure_logging("strategy")
+    try:
+        settings = StrategySettings.from_env()
+    except SettingsError as error:
+        log.error("invalid configuration", extra={"reason": str(error)})
+        sys.exit(2)
+    asyncio.run(run(settings))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,157 @@
+"""One analysis: candles -> indicators -> trend -> technical signal -> optional AI -> final signal.
+
+``Analyzer.analyze`` validates the request, then shares the work with every
+identical request through the single-flight cache (see analysis_cache).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+from services.strategy import metrics
+from services.strategy.ai import AiConfirmer
+from services.strategy.analysis_cache import SingleFlightCache
+from services.strategy.candles import CandleSeries, parse_candles, validate_symbol_and_interval
+from services.strategy.combine import combine_with_ai, fallback_without_ai
+from services.strategy.indicators import Indicators, compute_indicators, require_candles
+from services.strategy.prompt import PromptFacts
+from services.strategy.strategies import strategy_for
+from services.strategy.strategies.base import Decision, Strategy
+from services.strategy.trend import TrendAssessment, assess_trend
+from tradebot.v1 import strategy_pb2
+
+
+@dataclass(frozen=True)
+class AiReport:
+    requested: bool = False
+    used: bool = False
+    answer: Decision | None = None
+    model: str = ""
+    fallback_reason: str = ""
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+@dataclass(frozen=True)
+class Analysis:
+    strategy_name: str
+    signal: Decision
+    technical: Decision
+    indicators: Indicators
+    trend: TrendAssessment
+    last_candle_open_time_ms: int
+    ai: AiReport = field(default_factory=AiReport)
+
+
+AnalysisKey = tuple[object, ...]
+
+
+@dataclass(frozen=True)
+class AnalysisJob:
+    strategy: type[Strategy]
+    params: dict[str, float]
+    symbol: str
+    interval: str
+    candles: CandleSeries
+    use_ai: bool
+
+    @property
+    def cache_key(self) -> AnalysisKey:
+        # Exactly what makes two bots' questions identical: same strategy and
+        # parameters on the same market, same last closed candle.
+        return (
+            self.strategy.bot_id,
+            self.symbol,
+            self.interval,
+            tuple(sorted(self.params.items())),
+            self.use_ai,
+            self.candles.last_open_time_ms,
+            float(self.candles.close[-1]),
+        )
+
+
+def job_from_request(request: strategy_pb2.AnalyzeRequest) -> AnalysisJob:
+    """Validate everything before any work: bad input is INVALID_ARGUMENT, too little history FAILED_PRECONDITION."""
+    strategy = strategy_for(request.bot_id)
+    validate_symbol_and_interval(request.symbol, request.interval)
+    params = strategy.resolve_parameters(dict(request.params))
+    candles = parse_candles(request.candles)
+    require_candles(len(candles), strategy.min_candles, strategy.name)
+    return AnalysisJob(strategy, params, request.symbol, request.interval, candles, request.use_ai)
+
+
+class Analyzer:
+    def __init__(self, confirmer: AiConfirmer, *, fallback_factor: float, cache_max_entries: int) -> None:
+        self._confirmer = confirmer
+        self._fallback_factor = fallback_factor
+        self._cache: SingleFlightCache[AnalysisKey, Analysis] = SingleFlightCache(cache_max_entries)
+
+    async def close(self) -> None:
+        await self._confirmer.close()
+
+    async def analyze(self, request: strategy_pb2.AnalyzeRequest) -> tuple[Analysis, bool]:
+        """The analysis and whether it was shared from another identical request."""
+        job = job_from_request(request)
+        analysis, cached = await self._cache.get_or_compute(job.cache_key, lambda: self._compute(job))
+        metrics.ANALYSES.labels(job.strategy.name, analysis.signal.action, str(cached).lower()).inc()
+        return analysis, cached
+
+    async def _compute(self, job: AnalysisJob) -> Analysis:
+        # pandas work is CPU-bound: keep the event loop free for other RPCs.
+        indicators = await asyncio.to_thread(compute_indicators, job.candles)
+        trend = assess_trend(indicators)
+        technical = job.strategy().decide(indicators, trend, job.params)
+        base = Analysis(
+            strategy_name=job.strategy.name,
+            signal=technical,
+            technical=technical,
+            indicators=indicators,
+            trend=trend,
+            last_candle_open_time_ms=job.candles.last_open_time_ms,
+        )
+        if not job.use_ai or technical.action == "HOLD":
+            return base  # a HOLD costs no AI call
+        return await self._confirm(job, base)
+
+    async def _confirm(self, job: AnalysisJob, base: Analysis) -> Analysis:
+        facts = PromptFacts(
+            job.symbol, job.interval, job.strategy.name, base.technical, base.indicators, base.trend, job.candles
+        )
+        outcome = await self._confirmer.confirm(facts)
+        metrics.AI_TOKENS.labels("prompt").inc(outcome.prompt_tokens)
+        metrics.AI_TOKENS.labels("completion").inc(outcome.completion_tokens)
+        if outcome.answer is None:
+            reason = outcome.failure or "AI gave no answer"
+            kind = outcome.failure_kind or "unknown"
+            metrics.AI_FALLBACKS.labels(kind).inc()
+            if kind != "not_configured":
+                metrics.AI_REQUESTS.labels("failed").inc()
+            signal = fallback_without_ai(base.technical, self._fallback_factor, reason)
+            ai = AiReport(
+                requested=True,
+                model=outcome.model,
+                fallback_reason=reason,
+                prompt_tokens=outcome.prompt_tokens,
+                completion_tokens=outcome.completion_tokens,
+            )
+        else:
+            metrics.AI_REQUESTS.labels("answered").inc()
+            signal = combine_with_ai(base.technical, outcome.answer)
+            ai = AiReport(
+                requested=True,
+                used=True,
+                answer=outcome.answer,
+                model=outcome.model,
+                prompt_tokens=outcome.prompt_tokens,
+                completion_tokens=outcome.completion_tokens,
+            )
+        return Analysis(
+            strategy_name=base.strategy_name,
+            signal=signal,
+            technical=base.technical,
+            indicators=base.indicators,
+            trend=base.trend,
+            last_candle_open_time_ms=base.last_candle_open_time_ms,
+            ai=ai,
+        )
