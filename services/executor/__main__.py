@@ -1,0 +1,33 @@
+"""``python -m services.executor``: the executor gRPC server."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+
+from services.common.grpc_server import serve
+from services.common.jsonlog import configure_logging
+from services.common.settings import SettingsError
+from services.executor.server import ExecutorApp
+from services.executor.settings import ExecutorSettings
+
+
+async def main() -> None:
+    settings = ExecutorSettings.from_env()
+    app = ExecutorApp(settings)
+    try:
+        await serve("executor", [app.binding()], host=settings.grpc_host, port=settings.grpc_port, on_stop=app.close)
+    finally:
+        await app.close()
+
+
+if __name__ == "__main__":
+    configure_logging("executor")
+    try:
+        asyncio.run(main())
+    except SettingsError as error:
+        print(f"executor: {error}", file=sys.stderr)
+        sys.exit(2)
+    except ValueError as error:  # e.g. CREDENTIALS_KEYS that are not Fernet keys
+        print(f"executor: {error}", file=sys.stderr)
+        sys.exit(2)

@@ -1,0 +1,67 @@
+"""The bot's configuration from a RunCycle request, re-validated before any order.
+
+The gateway validates too; the executor checks again because it is the one
+that spends money, and rejects out-of-range values with INVALID_ARGUMENT.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+
+from tradebot.v1 import executor_pb2
+
+from services.common.decimals import parse_decimal
+from services.common.errors import InvalidArgument
+
+MARGIN_TYPES = ("ISOLATED", "CROSSED")
+
+
+@dataclass(frozen=True)
+class BotSettings:
+    leverage: int
+    stop_loss_percent: Decimal
+    take_profit_percent: Decimal
+    position_size_percent: Decimal
+    max_daily_loss: Decimal
+    confidence_threshold: float
+    max_consecutive_losses: int        # 0 = rule off
+    max_position_notional: Decimal | None
+    margin_type: str
+
+
+def _percent(value: str, field: str) -> Decimal:
+    number = parse_decimal(value, field, positive=True)
+    assert number is not None
+    if number > 100:
+        raise InvalidArgument(f"{field} must be in (0, 100], got {value!r}")
+    return number
+
+
+def validate_config(config: executor_pb2.BotConfig) -> BotSettings:
+    if not 1 <= config.leverage <= 125:
+        raise InvalidArgument(f"config.leverage must be in 1..125, got {config.leverage}")
+    threshold = config.confidence_threshold
+    if not (0 <= threshold <= 100):  # also rejects NaN
+        raise InvalidArgument(f"config.confidence_threshold must be in 0..100, got {threshold}")
+    if config.max_consecutive_losses < 0:
+        raise InvalidArgument("config.max_consecutive_losses must be >= 0")
+    max_daily_loss = parse_decimal(config.max_daily_loss, "config.max_daily_loss", positive=True)
+    assert max_daily_loss is not None
+    cap = parse_decimal(config.max_position_notional, "config.max_position_notional", allow_empty=True)
+    if cap is not None and cap < 0:
+        raise InvalidArgument("config.max_position_notional must be >= 0")
+    margin_type = (config.margin_type or "ISOLATED").upper()
+    if margin_type not in MARGIN_TYPES:
+        raise InvalidArgument(f"config.margin_type must be ISOLATED or CROSSED, got {config.margin_type!r}")
+    return BotSettings(
+        leverage=config.leverage,
+        stop_loss_percent=_percent(config.stop_loss_percent, "config.stop_loss_percent"),
+        take_profit_percent=_percent(config.take_profit_percent, "config.take_profit_percent"),
+        position_size_percent=_percent(config.position_size_percent, "config.position_size_percent"),
+        max_daily_loss=max_daily_loss,
+        confidence_threshold=threshold,
+        max_consecutive_losses=config.max_consecutive_losses,
+        max_position_notional=cap if cap else None,
+        margin_type=margin_type,
+    )

@@ -1,0 +1,144 @@
+"""Binance JSON -> the broker's value types (pure functions, no I/O).
+
+A payload that lacks a field or carries a non-number is an unreadable
+answer: ``Unavailable``, so the cycle opens nothing rather than trusting a
+half-read position.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from services.common.errors import FailedPrecondition, Unavailable
+from services.executor.brokers.base import ExchangePosition, Fill, PositionSide
+
+QUOTE_ASSET = "USDT"
+
+
+def dec(payload: Mapping[str, Any], key: str) -> Decimal:
+    try:
+        value = Decimal(str(payload[key]))
+    except (KeyError, InvalidOperation, TypeError, ValueError):
+        raise Unavailable(f"Binance answer lacks a readable {key!r}") from None
+    if not value.is_finite():
+        raise Unavailable(f"Binance answer has a non-finite {key!r}")
+    return value
+
+
+def parse_position(rows: Iterable[Mapping[str, Any]], symbol: str, fallback_leverage: int) -> ExchangePosition | None:
+    """positionRisk v3 rows -> the one-way position of ``symbol``, or None when flat."""
+    open_rows = [row for row in rows if row.get("symbol") == symbol and dec(row, "positionAmt") != 0]
+    if not open_rows:
+        return None
+    if len(open_rows) > 1 or open_rows[0].get("positionSide", "BOTH") != "BOTH":
+        raise FailedPrecondition(f"{symbol} has hedge-mode positions; this bot trades one-way positions only")
+    row = open_rows[0]
+    amount = dec(row, "positionAmt")
+    notional = abs(dec(row, "notional"))
+    initial_margin = dec(row, "positionInitialMargin")
+    # v3 dropped the leverage field; notional / initial margin gives it back.
+    leverage = int((notional / initial_margin).to_integral_value()) if initial_margin > 0 else fallback_leverage
+    isolated_wallet = dec(row, "isolatedWallet") if "isolatedWallet" in row else Decimal(0)
+    return ExchangePosition(
+        symbol=symbol,
+        side="LONG" if amount > 0 else "SHORT",
+        quantity=abs(amount),
+        entry_price=dec(row, "entryPrice"),
+        mark_price=dec(row, "markPrice"),
+        unrealized_pnl=dec(row, "unRealizedProfit"),
+        leverage=leverage,
+        margin=isolated_wallet if isolated_wallet > 0 else initial_margin,
+    )
+
+
+def usdt_fee(trades: Iterable[Mapping[str, Any]]) -> Decimal:
+    """Commissions paid in the quote asset (fees in BNB are not converted)."""
+    return sum((abs(dec(t, "commission")) for t in trades if t.get("commissionAsset", QUOTE_ASSET) == QUOTE_ASSET), Decimal(0))
+
+
+def fill_from_order(order: Mapping[str, Any], fee: Decimal) -> Fill:
+    return Fill(
+        client_order_id=str(order.get("clientOrderId", "")),
+        exchange_order_id=str(order.get("orderId", "")),
+        price=dec(order, "avgPrice"),
+        quantity=dec(order, "executedQty"),
+        fee=fee,
+        time_ms=int(order.get("updateTime") or order.get("time") or 0),
+    )
+
+
+@dataclass(frozen=True)
+class BookedTrade:
+    """One position's life rebuilt from userTrades: opening fills until the net quantity is back to zero."""
+
+    entry_price: Decimal
+    exit_price: Decimal
+    quantity: Decimal
+    realized_pnl: Decimal   # sum of the exchange's realizedPnl minus every commission (entry and exit)
+    fees: Decimal
+    open_time_ms: int
+    close_time_ms: int
+    closing_order_ids: frozenset[str]
+
+
+def book_trade(trades: Iterable[Mapping[str, Any]], side: PositionSide) -> BookedTrade | None:
+    """The first complete round trip in ``trades`` (time order) for a ``side`` position; None if not closed yet."""
+    opening_side = "BUY" if side == "LONG" else "SELL"
+    ordered = sorted(trades, key=lambda t: (int(t.get("time", 0)), int(t.get("id", 0))))
+    net = Decimal(0)
+    opened = closed = Decimal(0)
+    open_cost = close_value = pnl = fees = Decimal(0)
+    open_time = close_time = 0
+    closing_orders: set[str] = set()
+    for trade in ordered:
+        qty, price = dec(trade, "qty"), dec(trade, "price")
+        if trade.get("side") == opening_side:
+            if net == 0 and opened > 0:
+                break  # a new position started after this one closed
+            if opened == 0:
+                open_time = int(trade.get("time", 0))
+            net += qty
+            opened += qty
+            open_cost += qty * price
+        else:
+            if opened == 0:
+                continue  # the tail of an earlier position
+            net -= qty
+            closed += qty
+            close_value += qty * price
+            pnl += dec(trade, "realizedPnl")
+            close_time = int(trade.get("time", 0))
+            closing_orders.add(str(trade.get("orderId")))
+        fees += usdt_fee([trade])
+        if opened > 0 and net <= 0:
+            break
+    if opened == 0 or net > 0 or closed == 0:
+        return None
+    return BookedTrade(
+        entry_price=open_cost / opened,
+        exit_price=close_value / closed,
+        quantity=opened,
+        realized_pnl=pnl - fees,
+        fees=fees,
+        open_time_ms=open_time,
+        close_time_ms=close_time,
+        closing_order_ids=frozenset(closing_orders),
+    )
+
+
+def close_reason(closing_order_ids: frozenset[str], algo_orders: Iterable[Mapping[str, Any]],
+                 own_closes: Mapping[str, str]) -> str:
+    """STOP_LOSS / TAKE_PROFIT when one of our conditional orders fired, the reason we closed with, else EXTERNAL."""
+    for algo in algo_orders:
+        if str(algo.get("actualOrderId") or "") in closing_order_ids:
+            if algo.get("orderType") == "STOP_MARKET":
+                return "STOP_LOSS"
+            if algo.get("orderType") == "TAKE_PROFIT_MARKET":
+                return "TAKE_PROFIT"
+    for order_id in closing_order_ids:
+        if order_id in own_closes:
+            return own_closes[order_id]
+    return "EXTERNAL"

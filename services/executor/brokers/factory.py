@@ -1,0 +1,109 @@
+"""Builds the broker for an exchange connection: paper, or live/testnet Binance.
+
+This is the one place credentials are decrypted. Live brokers hold an HTTP
+client, so they are kept for a short while per connection (keyed by the
+connection id and its encrypted tokens, so edited keys take effect at once)
+and closed when they expire or the server stops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+
+from pymongo.asynchronous.database import AsyncDatabase
+
+from services.common.errors import FailedPrecondition
+from services.executor.brokers.base import Broker
+from services.executor.brokers.paper import PaperBroker
+from services.executor.connections import ExchangeConnection
+from services.executor.credentials import CredentialVault
+from services.executor.settings import ExecutorSettings
+
+log = logging.getLogger(__name__)
+
+LIVE_BROKER_TTL_SECONDS = 600.0
+
+
+@dataclass
+class _CachedBroker:
+    broker: Broker
+    fingerprint: tuple[str | None, str | None]
+    expires_at: float
+
+
+class BrokerFactory:
+    def __init__(self, db: AsyncDatabase, vault: CredentialVault, settings: ExecutorSettings) -> None:
+        self._db = db
+        self._vault = vault
+        self._settings = settings
+        self._live: dict[str, _CachedBroker] = {}
+        self._lock = asyncio.Lock()
+
+    async def broker_for(self, connection: ExchangeConnection) -> Broker:
+        if connection.mode == "paper":
+            # Decrypting proves the stored tokens are sound even though paper never signs.
+            if connection.api_key_token and connection.api_secret_token:
+                self._vault.decrypt_pair(connection.api_key_token, connection.api_secret_token)
+            return PaperBroker(
+                self._db,
+                connection.id,
+                initial_balance=self._settings.paper_initial_balance,
+                taker_fee=self._settings.paper_taker_fee,
+            )
+        return await self._live_broker(connection)
+
+    async def _live_broker(self, connection: ExchangeConnection) -> Broker:
+        fingerprint = (connection.api_key_token, connection.api_secret_token)
+        async with self._lock:
+            await self._expire(time.monotonic())
+            cached = self._live.get(connection.id)
+            if cached is not None and cached.fingerprint == fingerprint:
+                # Sliding expiry: only a broker idle for the whole TTL is closed, never one in use.
+                cached.expires_at = time.monotonic() + LIVE_BROKER_TTL_SECONDS
+                return cached.broker
+            if cached is not None:
+                self._live.pop(connection.id)
+                await _close_quietly(cached.broker)
+            if not connection.api_key_token or not connection.api_secret_token:
+                raise FailedPrecondition("exchange connection has no API key")
+            credentials = self._vault.decrypt_pair(connection.api_key_token, connection.api_secret_token)
+            try:
+                from services.executor.brokers.binance import create_binance_broker
+            except ImportError:
+                raise FailedPrecondition("live trading not available") from None
+            futures_url = (
+                self._settings.binance_futures_url
+                if connection.mode == "live"
+                else self._settings.binance_futures_testnet_url
+            )
+            broker = await create_binance_broker(
+                api_key=credentials.api_key,
+                api_secret=credentials.api_secret,
+                futures_url=futures_url,
+                spot_url=self._settings.binance_spot_url,
+            )
+            self._live[connection.id] = _CachedBroker(broker, fingerprint, time.monotonic() + LIVE_BROKER_TTL_SECONDS)
+            return broker
+
+    async def _expire(self, now: float) -> None:
+        for connection_id, cached in list(self._live.items()):
+            if cached.expires_at <= now:
+                self._live.pop(connection_id)
+                await _close_quietly(cached.broker)
+
+    async def close(self) -> None:
+        async with self._lock:
+            brokers = [cached.broker for cached in self._live.values()]
+            self._live.clear()
+        for broker in brokers:
+            await _close_quietly(broker)
+
+
+async def _close_quietly(broker: Broker) -> None:
+    try:
+        await broker.close()
+    except Exception:  # closing must not fail a cycle; the client is dropped either way
+        log.warning("closing a broker failed", exc_info=True)

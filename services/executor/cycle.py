@@ -1,0 +1,381 @@
+"""One bot's executor cycle, written only against the ``Broker`` interface.
+
+resolve connection -> broker -> observe market -> read account and position
+(fail closed: a failed read raises, nothing is opened) -> reconcile the stored
+position (gone: book the closed trade) -> safety rules -> monitor + protective
+order audit when a position is open, else an entry when the signal is strong
+enough, protected at once by stop-loss and take-profit.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+
+from tradebot.v1 import common_pb2, executor_pb2
+
+from services.common.decimals import parse_decimal
+from services.common.errors import InvalidArgument, TradebotError
+from services.executor.account_cache import AccountCache
+from services.executor.bot_config import BotSettings, validate_config
+from services.executor.brokers.base import (
+    AccountSnapshot,
+    Broker,
+    ClosedTradeRecord,
+    EntryOrder,
+    ExchangePosition,
+    MarketView,
+    PositionSide,
+    ProtectiveOrders,
+)
+from services.executor.brokers.factory import BrokerFactory
+from services.executor.client_ids import OrderPurpose, client_order_id
+from services.executor.connections import ConnectionRepository
+from services.executor.convert import (
+    candles_from_proto,
+    closed_trade_to_proto,
+    dec,
+    event,
+    position_to_proto,
+    side_from_proto,
+    side_to_proto,
+)
+from services.executor.safety import PositionSizeRule, SafetyContext, Trip, first_trip
+from services.executor.sizing import NoEntry, SymbolRules, protective_prices, size_entry
+
+log = logging.getLogger(__name__)
+
+_ACTION_SIDE: dict[int, PositionSide] = {common_pb2.ACTION_BUY: "LONG", common_pb2.ACTION_SELL: "SHORT"}
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def utc_midnight_ms(now_ms: int) -> int:
+    now = datetime.fromtimestamp(now_ms / 1000, UTC)
+    return int(now.replace(hour=0, minute=0, second=0, microsecond=0).timestamp() * 1000)
+
+
+@dataclass
+class _Cycle:
+    """The state of one RunCycle call while it is worked through."""
+
+    request: executor_pb2.RunCycleRequest
+    settings: BotSettings
+    symbol: str
+    price: Decimal
+    connection_id: str
+    broker: Broker
+    account: AccountSnapshot
+    stored_side: PositionSide | None
+    response: executor_pb2.RunCycleResponse = field(default_factory=executor_pb2.RunCycleResponse)
+    closed: list[ClosedTradeRecord] = field(default_factory=list)
+
+    def client_id(self, purpose: OrderPurpose) -> str:
+        return client_order_id(self.request.bot.bot_instance_id, self.request.tick_id, purpose)
+
+    def book(self, record: ClosedTradeRecord) -> None:
+        self.closed.append(record)
+        self.response.closed_trades.append(closed_trade_to_proto(record))
+
+    def note(self, log_type: str, severity: str, action: str, message: str, data: dict[str, str] | None = None) -> None:
+        self.response.events.append(event(log_type, severity, action, message, data))
+        level = logging.CRITICAL if severity == "CRITICAL" else logging.WARNING if severity in ("WARNING", "ERROR") else logging.INFO
+        log.log(level, message, extra={"eventAction": action, "symbol": self.symbol})
+
+
+class CycleRunner:
+    def __init__(self, connections: ConnectionRepository, brokers: BrokerFactory, accounts: AccountCache,
+                 clock: Callable[[], int] = _now_ms) -> None:
+        self._connections = connections
+        self._brokers = brokers
+        self._accounts = accounts
+        self._clock = clock
+
+    async def run(self, request: executor_pb2.RunCycleRequest) -> executor_pb2.RunCycleResponse:
+        bot = request.bot
+        if not request.tick_id:
+            raise InvalidArgument("tick_id is required")
+        if not bot.bot_instance_id or not bot.user_id or not bot.symbol:
+            raise InvalidArgument("bot.bot_instance_id, bot.user_id and bot.symbol are required")
+        settings = validate_config(request.config)
+        price = parse_decimal(request.market.price, "market.price", positive=True)
+        assert price is not None
+        candles = candles_from_proto(request.market.candles)
+        stored_side = side_from_proto(request.stored_position.side) if request.HasField("stored_position") else None
+
+        connection = await self._connections.resolve(bot.user_id, bot.exchange_connection_id)
+        broker = await self._brokers.broker_for(connection)
+        await broker.observe(MarketView(bot.symbol, price, candles))
+        # Fail closed: if either read raises, the error ends the cycle and nothing is opened.
+        account = await self._accounts.get(connection.id, request.tick_id, broker.account)
+        position = await broker.position(bot.symbol)
+
+        cycle = _Cycle(request, settings, bot.symbol, price, connection.id, broker, account, stored_side)
+        await self._reconcile(cycle, position)
+        daily = await broker.realized_pnl_since(bot.symbol, utc_midnight_ms(self._clock()))
+        cycle.response.daily_realized_pnl = dec(daily)
+        cycle.response.available_balance = dec(account.available_balance)
+
+        trip = first_trip(SafetyContext(
+            settings=settings,
+            account=account,
+            position=position,
+            daily_realized_pnl=daily,
+            consecutive_losses=request.statistics.consecutive_losses,
+            trades_closed_this_cycle=cycle.closed,
+        ))
+        if trip is not None:
+            await self._emergency_stop(cycle, trip, position, daily)
+        elif position is not None:
+            await self._monitor(cycle, position)
+        else:
+            await self._maybe_enter(cycle)
+        return cycle.response
+
+    async def get_position(self, request: executor_pb2.GetPositionRequest) -> executor_pb2.GetPositionResponse:
+        bot = request.bot
+        if not bot.user_id or not bot.symbol:
+            raise InvalidArgument("bot.user_id and bot.symbol are required")
+        connection = await self._connections.resolve(bot.user_id, bot.exchange_connection_id)
+        broker = await self._brokers.broker_for(connection)
+        account = await broker.account()
+        position = await broker.position(bot.symbol)
+        response = executor_pb2.GetPositionResponse(available_balance=dec(account.available_balance))
+        if position is not None:
+            protection = await broker.protective_orders(bot.symbol)
+            response.has_position = True
+            response.position.CopyFrom(position_to_proto(position, protection, open_time_ms=0, entry_client_order_id=""))
+        return response
+
+    # -- steps -----------------------------------------------------------
+    async def _reconcile(self, cycle: _Cycle, position: ExchangePosition | None) -> None:
+        """The stored position is gone from the account: book how it ended."""
+        if cycle.stored_side is None or (position is not None and position.side == cycle.stored_side):
+            return
+        stored = cycle.request.stored_position
+        record = await cycle.broker.closed_trade(cycle.symbol, cycle.stored_side, stored.open_time_ms)
+        if position is None:
+            await cycle.broker.cancel_protective_orders(cycle.symbol)
+        if record is None:
+            cycle.note("TRADE", "WARNING", "POSITION_GONE",
+                       f"{cycle.stored_side} position on {cycle.symbol} is no longer open; no closing trade was found")
+            return
+        cycle.book(record)
+        cycle.note("TRADE", "INFO", "POSITION_CLOSED",
+                   f"{record.side} {cycle.symbol} closed by {record.reason} at {dec(record.exit_price)}: "
+                   f"realised PnL {dec(record.realized_pnl)} USDT",
+                   _trade_data(record))
+
+    async def _emergency_stop(self, cycle: _Cycle, trip: Trip, position: ExchangePosition | None,
+                              daily: Decimal) -> None:
+        verdict = cycle.response.safety
+        verdict.tripped, verdict.rule, verdict.message = True, trip.rule, trip.message
+        verdict.details.update(trip.details)
+        verdict.pause_bot = trip.pause_bot
+        if trip.close_position and position is not None:
+            try:
+                await cycle.broker.cancel_protective_orders(cycle.symbol)
+                fill = await cycle.broker.close_position(cycle.symbol, cycle.client_id(OrderPurpose.CLOSE), "EMERGENCY_STOP")
+                verdict.position_closed = True
+                if fill is not None:
+                    record = await cycle.broker.closed_trade(cycle.symbol, position.side, self._open_time(cycle, position))
+                    if record is not None:
+                        cycle.book(record)
+                        cycle.response.daily_realized_pnl = dec(daily + record.realized_pnl)
+            except TradebotError as error:
+                cycle.note("SAFETY", "CRITICAL", "EMERGENCY_CLOSE_FAILED",
+                           f"{trip.rule}: closing the {position.side} position on {cycle.symbol} failed: {error.message}")
+        cycle.note("SAFETY", "CRITICAL", "EMERGENCY_STOP", f"safety stop ({trip.rule}): {trip.message}",
+                   {**trip.details, "rule": trip.rule, "positionClosed": str(verdict.position_closed).lower()})
+        if not verdict.position_closed and position is not None:
+            await self._describe_position(cycle, await cycle.broker.position(cycle.symbol))
+        closed_text = "; position closed at market" if verdict.position_closed else ""
+        cycle.response.decision = f"safety stop {trip.rule}: {trip.message}{closed_text}; no order this cycle"
+
+    async def _monitor(self, cycle: _Cycle, position: ExchangePosition) -> None:
+        protection = await cycle.broker.protective_orders(cycle.symbol)
+        if protection.stop_loss_id is None:
+            protection = await self._restore_stop(cycle, position)
+            if protection is None:
+                return
+        await self._describe_position(cycle, position, protection)
+        cycle.response.decision = (
+            f"{position.side} position open: mark {dec(position.mark_price)}, unrealised PnL "
+            f"{dec(position.unrealized_pnl)} USDT; monitoring, no new order"
+        )
+
+    async def _restore_stop(self, cycle: _Cycle, position: ExchangePosition) -> ProtectiveOrders | None:
+        """Audit found no stop-loss: re-place it, or close the position if that fails."""
+        stop, target = self._stored_protection(cycle, position)
+        try:
+            await cycle.broker.cancel_protective_orders(cycle.symbol)
+            protection = await cycle.broker.protect(
+                cycle.symbol, position.side, stop, target,
+                cycle.client_id(OrderPurpose.STOP_LOSS), cycle.client_id(OrderPurpose.TAKE_PROFIT),
+            )
+        except TradebotError as error:
+            await self._close_unprotected(cycle, position.side, self._open_time(cycle, position),
+                                          f"stop-loss was missing and could not be re-placed: {error.message}")
+            return None
+        cycle.note("SAFETY", "CRITICAL", "STOP_LOSS_RESTORED",
+                   f"stop-loss of the {position.side} position on {cycle.symbol} was missing; re-placed at {dec(stop)}",
+                   {"stopLoss": dec(stop), "takeProfit": dec(target)})
+        return protection
+
+    def _stored_protection(self, cycle: _Cycle, position: ExchangePosition) -> tuple[Decimal, Decimal]:
+        stored = cycle.request.stored_position
+        if cycle.stored_side == position.side and stored.stop_loss and stored.take_profit:
+            stop = parse_decimal(stored.stop_loss, "stored_position.stop_loss", positive=True)
+            target = parse_decimal(stored.take_profit, "stored_position.take_profit", positive=True)
+            assert stop is not None and target is not None
+            return stop, target
+        return protective_prices(position.side, position.entry_price, cycle.settings.stop_loss_percent,
+                                 cycle.settings.take_profit_percent, self._rules(cycle).tick_size)
+
+    async def _maybe_enter(self, cycle: _Cycle) -> None:
+        request = cycle.request
+        signal = request.signal
+        side = _ACTION_SIDE.get(signal.action) if request.HasField("signal") else None
+        if side is None:
+            cycle.response.decision = "no position; signal is HOLD: monitoring only"
+            return
+        threshold = cycle.settings.confidence_threshold
+        action = common_pb2.Action.Name(signal.action).removeprefix("ACTION_")
+        if not signal.confidence > threshold:
+            cycle.response.decision = (
+                f"no position; {action} confidence {signal.confidence:g} is not above the threshold {threshold:g}: no order"
+            )
+            return
+        entry_id = cycle.client_id(OrderPurpose.ENTRY)
+        earlier = await cycle.broker.find_entry(cycle.symbol, entry_id)
+        if earlier is not None:
+            cycle.response.decision = f"the entry of this tick ({entry_id}) was already placed; not repeated"
+            return
+        rules = self._rules(cycle)
+        size = size_entry(cycle.account.available_balance, cycle.price, cycle.settings, rules)
+        if isinstance(size, NoEntry):
+            cycle.response.decision = f"{action} signal ({signal.confidence:g}) but no order: {size.reason}"
+            return
+        refusal = PositionSizeRule().check_entry(cycle.settings, cycle.account, size.margin, size.notional)
+        if refusal is not None:
+            cycle.response.decision = refusal
+            return
+        order = cycle.response.order
+        order.client_order_id, order.side, order.quantity = entry_id, side_to_proto(side), dec(size.quantity)
+        try:
+            await cycle.broker.prepare_symbol(cycle.symbol, cycle.settings.leverage, cycle.settings.margin_type)
+            fill = await cycle.broker.open_position(EntryOrder(cycle.symbol, side, size.quantity, entry_id, cycle.price))
+        except TradebotError as error:
+            cycle.note("ERROR", "ERROR", "ORDER_FAILED", f"{side} entry on {cycle.symbol} rejected: {error.message}",
+                       {"clientOrderId": entry_id, "quantity": dec(size.quantity), "price": dec(cycle.price)})
+            cycle.response.decision = f"{action} order rejected: {error.message}; retry next cycle"
+            return
+        order.placed = True
+        order.exchange_order_id, order.fill_price = fill.exchange_order_id, dec(fill.price)
+        order.quantity, order.fee = dec(fill.quantity), dec(fill.fee)
+        self._accounts.reserve(cycle.connection_id, request.tick_id, fill.price * fill.quantity / cycle.settings.leverage + fill.fee)
+        cycle.response.available_balance = dec(cycle.account.available_balance - fill.price * fill.quantity / cycle.settings.leverage - fill.fee)
+        stop, target = protective_prices(side, fill.price, cycle.settings.stop_loss_percent,
+                                         cycle.settings.take_profit_percent, rules.tick_size)
+        order.stop_loss, order.take_profit = dec(stop), dec(target)
+        try:
+            protection = await cycle.broker.protect(cycle.symbol, side, stop, target,
+                                                    cycle.client_id(OrderPurpose.STOP_LOSS),
+                                                    cycle.client_id(OrderPurpose.TAKE_PROFIT))
+        except TradebotError as error:
+            await self._close_unprotected(cycle, side, fill.time_ms,
+                                          f"stop-loss could not be placed after the entry filled: {error.message}")
+            return
+        order.stop_loss_order_id = protection.stop_loss_id or ""
+        order.take_profit_order_id = protection.take_profit_id or ""
+        cycle.note("TRADE", "INFO", "POSITION_OPENED",
+                   f"opened {side} {dec(fill.quantity)} {cycle.symbol} at {dec(fill.price)}; "
+                   f"stop-loss {dec(stop)}, take-profit {dec(target)}",
+                   {"clientOrderId": entry_id, "quantity": dec(fill.quantity), "fillPrice": dec(fill.price),
+                    "fee": dec(fill.fee), "stopLoss": dec(stop), "takeProfit": dec(target),
+                    "leverage": str(cycle.settings.leverage)})
+        position = await cycle.broker.position(cycle.symbol)
+        if position is not None:
+            cycle.response.has_position = True
+            cycle.response.position.CopyFrom(position_to_proto(
+                position, protection, open_time_ms=fill.time_ms, entry_client_order_id=entry_id))
+        cycle.response.decision = (
+            f"{action} confidence {signal.confidence:g} above the threshold {threshold:g}: opened {side} "
+            f"{dec(fill.quantity)} at {dec(fill.price)} with stop-loss {dec(stop)} and take-profit {dec(target)}"
+        )
+
+    async def _close_unprotected(self, cycle: _Cycle, side: PositionSide, open_time_ms: int, why: str) -> None:
+        """No leveraged position is left without its stop: close it at market at once."""
+        try:
+            fill = await cycle.broker.close_position(cycle.symbol, cycle.client_id(OrderPurpose.CLOSE), "STOP_LOSS_NOT_PLACED")
+        except TradebotError as error:
+            cycle.note("SAFETY", "CRITICAL", "UNPROTECTED_POSITION",
+                       f"{why}; closing the {side} position on {cycle.symbol} FAILED ({error.message}): "
+                       "the position is open without a stop-loss")
+            await self._describe_position(cycle, await _position_or_none(cycle))
+            cycle.response.decision = f"{why}; emergency close failed: position unprotected"
+            return
+        if fill is not None:
+            record = await cycle.broker.closed_trade(cycle.symbol, side, open_time_ms)
+            if record is not None:
+                cycle.book(record)
+        cycle.note("SAFETY", "CRITICAL", "STOP_LOSS_FAILED",
+                   f"{why}; the {side} position on {cycle.symbol} was closed at market",
+                   {"closePrice": dec(fill.price) if fill else ""})
+        cycle.response.has_position = False
+        cycle.response.ClearField("position")
+        cycle.response.decision = f"{why}; position closed at market"
+
+    async def _describe_position(self, cycle: _Cycle, position: ExchangePosition | None,
+                                 protection: ProtectiveOrders | None = None) -> None:
+        if position is None:
+            return
+        if protection is None:
+            protection = await cycle.broker.protective_orders(cycle.symbol)
+        stored = cycle.request.stored_position
+        same = cycle.stored_side == position.side
+        open_time, entry_id = (stored.open_time_ms, stored.entry_client_order_id) if same else (0, "")
+        if not same:  # opened by this tick's entry (a duplicated call) or outside the bot
+            fill = await cycle.broker.find_entry(cycle.symbol, cycle.client_id(OrderPurpose.ENTRY))
+            if fill is not None:
+                open_time, entry_id = fill.time_ms, fill.client_order_id
+        cycle.response.has_position = True
+        cycle.response.position.CopyFrom(position_to_proto(
+            position, protection, open_time_ms=open_time, entry_client_order_id=entry_id))
+
+    def _open_time(self, cycle: _Cycle, position: ExchangePosition) -> int:
+        return cycle.request.stored_position.open_time_ms if cycle.stored_side == position.side else 0
+
+    @staticmethod
+    def _rules(cycle: _Cycle) -> SymbolRules:
+        filters = cycle.request.market.filters
+        return SymbolRules.from_filters(filters.tick_size, filters.step_size, filters.min_qty, filters.max_qty,
+                                        filters.min_notional, filters.market_step_size, filters.market_max_qty)
+
+
+async def _position_or_none(cycle: _Cycle) -> ExchangePosition | None:
+    try:
+        return await cycle.broker.position(cycle.symbol)
+    except TradebotError:
+        return None
+
+
+def _trade_data(record: ClosedTradeRecord) -> dict[str, str]:
+    return {
+        "side": record.side,
+        "entryPrice": dec(record.entry_price),
+        "exitPrice": dec(record.exit_price),
+        "quantity": dec(record.quantity),
+        "realizedPnl": dec(record.realized_pnl),
+        "fees": dec(record.fees),
+        "reason": record.reason,
+    }
+
+
+

@@ -1,0 +1,56 @@
+"""The tradebot.v1.Executor gRPC servicer and the objects it is built from."""
+
+from __future__ import annotations
+
+import grpc
+from pymongo import AsyncMongoClient
+from tradebot.v1 import executor_pb2, executor_pb2_grpc
+
+from services.common.grpc_server import ServiceBinding
+from services.executor.account_cache import AccountCache
+from services.executor.brokers.factory import BrokerFactory
+from services.executor.connections import ConnectionRepository
+from services.executor.credentials import CredentialVault
+from services.executor.cycle import CycleRunner
+from services.executor.settings import ExecutorSettings
+
+SERVICE_NAME = "tradebot.v1.Executor"
+
+
+class ExecutorServicer(executor_pb2_grpc.ExecutorServicer):
+    def __init__(self, runner: CycleRunner) -> None:
+        self._runner = runner
+
+    async def RunCycle(  # noqa: N802 (gRPC method name)
+        self, request: executor_pb2.RunCycleRequest, context: grpc.aio.ServicerContext
+    ) -> executor_pb2.RunCycleResponse:
+        return await self._runner.run(request)
+
+    async def GetPosition(  # noqa: N802
+        self, request: executor_pb2.GetPositionRequest, context: grpc.aio.ServicerContext
+    ) -> executor_pb2.GetPositionResponse:
+        return await self._runner.get_position(request)
+
+
+class ExecutorApp:
+    """Everything the service owns, built from settings; ``close()`` releases it."""
+
+    def __init__(self, settings: ExecutorSettings) -> None:
+        self.settings = settings
+        self.mongo: AsyncMongoClient = AsyncMongoClient(settings.mongodb_uri, tz_aware=True)
+        db = self.mongo[settings.mongodb_db]
+        self.vault = CredentialVault(settings.credentials_keys)
+        self.brokers = BrokerFactory(db, self.vault, settings)
+        self.runner = CycleRunner(ConnectionRepository(db), self.brokers, AccountCache())
+        self.servicer = ExecutorServicer(self.runner)
+        self._closed = False
+
+    def binding(self) -> ServiceBinding:
+        return ServiceBinding(SERVICE_NAME, self.servicer, executor_pb2_grpc.add_ExecutorServicer_to_server)
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        await self.brokers.close()
+        await self.mongo.close()
