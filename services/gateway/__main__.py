@@ -1,0 +1,39 @@
+"""``python -m services.gateway``: the cron gateway under uvicorn."""
+
+from __future__ import annotations
+
+import sys
+
+import uvicorn
+from pymongo.uri_parser import parse_uri
+
+from services.common.jsonlog import configure_logging, register_secret
+from services.common.settings import SettingsError, env_str
+from services.gateway.app import create_app
+from services.gateway.settings import GatewaySettings
+
+
+def main() -> None:
+    configure_logging("gateway", env_str("LOG_LEVEL", "INFO"))
+    try:
+        settings = GatewaySettings.from_env()
+    except SettingsError as error:
+        print(f"gateway: {error}", file=sys.stderr)
+        sys.exit(2)
+    register_secret(settings.cron_secret)
+    try:
+        register_secret(parse_uri(settings.mongodb_uri).get("password"))
+    except Exception:  # an unparsable URI fails later with the driver's own message
+        pass
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_config=None,  # uvicorn logs through the root JSON handler
+        access_log=False,
+        timeout_graceful_shutdown=int(settings.tick_deadline_seconds) + 5,
+    )
+
+
+if __name__ == "__main__":
+    main()

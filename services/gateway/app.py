@@ -1,0 +1,113 @@
+"""HTTP surface of the gateway: the cron endpoint and the health check."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from services.gateway.auth import BearerAuthenticator
+from services.gateway.clients import ServiceClients
+from services.gateway.repository import BotRepository, DatabaseUnavailable
+from services.gateway.results import iso_utc, response_body, summarize
+from services.gateway.settings import GatewaySettings
+from services.gateway.tick import TickConfig, TickRunner
+
+log = logging.getLogger(__name__)
+
+RUN_BOTS_PATH = "/api/cron/run-bots"
+MAX_BODY_BYTES = 64 * 1024  # the cron sends no body; Upstash may send a small one
+RETRY_AFTER_SECONDS = "30"
+UNAUTHORIZED = {"success": False, "error": "Unauthorized"}
+
+
+def create_app(
+    settings: GatewaySettings,
+    *,
+    repository: BotRepository | None = None,
+    clients: ServiceClients | None = None,
+) -> Starlette:
+    """The ASGI app. Tests may hand in their own repository/clients; otherwise they are built at start-up."""
+    authenticator = BearerAuthenticator(settings.cron_secret)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        # gRPC aio channels belong to the running event loop: build them here, once.
+        repo = repository or BotRepository.connect(
+            settings.mongodb_uri, settings.mongodb_db, timeout_ms=settings.mongodb_timeout_ms
+        )
+        stubs = clients or ServiceClients.connect(settings.market_addr, settings.strategy_addr, settings.executor_addr)
+        app.state.repository = repo
+        app.state.clients = stubs
+        app.state.runner = TickRunner(TickConfig.from_settings(settings), repo, stubs)
+        try:
+            yield
+        finally:
+            if clients is None:
+                await stubs.close()
+            if repository is None:
+                await repo.close()
+
+    async def run_bots(request: Request) -> JSONResponse:
+        # Authentication comes first: an unauthenticated caller costs no database work.
+        if not authenticator.is_authorized(request.headers.get("authorization")):
+            return JSONResponse(UNAUTHORIZED, status_code=401)
+        if _declared_body_size(request) > MAX_BODY_BYTES:
+            return JSONResponse({"success": False, "error": "Request body too large"}, status_code=413)
+        runner: TickRunner = request.app.state.runner
+        try:
+            outcome = await runner.run()
+        except DatabaseUnavailable as error:
+            log.error("tick could not start: database unavailable", extra={"reason": str(error)})
+            return JSONResponse(
+                {"success": False, "error": "Database unavailable", "timestamp": iso_utc(datetime.now(UTC))},
+                status_code=503,
+                headers={"Retry-After": RETRY_AFTER_SECONDS},
+            )
+        if outcome.no_active_bots:
+            log.info("tick finished: no active bots", extra={"tickId": outcome.tick_id})
+            return JSONResponse(response_body(outcome.started_at, [], message="No active bots"))
+        body = response_body(outcome.started_at, outcome.results, error=outcome.persist_error)
+        log.info("tick finished", extra={"tickId": outcome.tick_id, "summary": summarize(outcome.results)})
+        return JSONResponse(body)
+
+    async def healthz(request: Request) -> JSONResponse:
+        repo: BotRepository = request.app.state.repository
+        stubs: ServiceClients = request.app.state.clients
+        try:
+            await repo.ping()
+            database = "ok"
+        except DatabaseUnavailable:
+            database = "unavailable"
+        services = await stubs.health(timeout=1.0)
+        healthy = database == "ok"
+        degraded = any(status != "SERVING" for status in services.values())
+        return JSONResponse(
+            {
+                "status": "ok" if healthy and not degraded else ("degraded" if healthy else "unavailable"),
+                "database": database,
+                "services": services,
+            },
+            status_code=200 if healthy else 503,
+        )
+
+    return Starlette(
+        routes=[
+            Route(RUN_BOTS_PATH, run_bots, methods=["GET", "POST"]),
+            Route("/healthz", healthz, methods=["GET"]),
+        ],
+        lifespan=lifespan,
+    )
+
+
+def _declared_body_size(request: Request) -> int:
+    try:
+        return int(request.headers.get("content-length", "0"))
+    except ValueError:
+        return MAX_BODY_BYTES + 1

@@ -1,0 +1,52 @@
+"""gRPC stubs of the three services, on channels created once per process."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from tradebot.v1 import executor_pb2_grpc, market_pb2_grpc, strategy_pb2_grpc
+
+from services.common.grpc_client import make_channel
+
+
+@dataclass
+class ServiceClients:
+    market: market_pb2_grpc.MarketDataStub
+    strategy: strategy_pb2_grpc.StrategyStub
+    executor: executor_pb2_grpc.ExecutorStub
+    channels: dict[str, grpc.aio.Channel]
+
+    @classmethod
+    def connect(cls, market_addr: str, strategy_addr: str, executor_addr: str) -> ServiceClients:
+        channels = {
+            "market": make_channel(market_addr),
+            "strategy": make_channel(strategy_addr),
+            "executor": make_channel(executor_addr),
+        }
+        return cls(
+            market=market_pb2_grpc.MarketDataStub(channels["market"]),
+            strategy=strategy_pb2_grpc.StrategyStub(channels["strategy"]),
+            executor=executor_pb2_grpc.ExecutorStub(channels["executor"]),
+            channels=channels,
+        )
+
+    async def health(self, timeout: float = 2.0) -> dict[str, str]:
+        """Each service's overall grpc.health.v1 status (SERVING, NOT_SERVING or the failure's code)."""
+
+        async def check(channel: grpc.aio.Channel) -> str:
+            stub = health_pb2_grpc.HealthStub(channel)
+            try:
+                reply = await stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=timeout)
+            except grpc.aio.AioRpcError as error:
+                return error.code().name
+            return health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+
+        names = list(self.channels)
+        statuses = await asyncio.gather(*(check(self.channels[name]) for name in names))
+        return dict(zip(names, statuses, strict=True))
+
+    async def close(self) -> None:
+        await asyncio.gather(*(channel.close() for channel in self.channels.values()))

@@ -1,0 +1,61 @@
+"""The gateway's configuration, read once from the environment."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from services.common.settings import SettingsError, env_bool, env_float, env_int, env_str
+
+MIN_CRON_SECRET_LENGTH = 32
+
+
+@dataclass(frozen=True)
+class GatewaySettings:
+    cron_secret: str
+    mongodb_uri: str
+    mongodb_db: str = "tradebots"
+    host: str = "127.0.0.1"
+    port: int = 8000
+    market_addr: str = "127.0.0.1:50051"
+    strategy_addr: str = "127.0.0.1:50052"
+    executor_addr: str = "127.0.0.1:50053"
+    tick_deadline_seconds: float = 270.0
+    tick_concurrency: int = 32
+    # A lease outlives the tick that took it, so a live tick never loses its
+    # bots to another one; a crashed tick's bots come back after it expires.
+    lease_seconds: float = 300.0
+    candle_limit: int = 300
+    use_ai: bool = True
+    # Time kept back from the deadline for the final bulk writes and the response.
+    write_reserve_seconds: float = 10.0
+    mongodb_timeout_ms: int = 5000
+
+    def __repr__(self) -> str:  # never print the secret, whatever logs the settings
+        return f"GatewaySettings(mongodb_db={self.mongodb_db!r}, host={self.host!r}, port={self.port})"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> GatewaySettings:
+        cron_secret = env_str("CRON_SECRET", env=env)
+        if len(cron_secret) < MIN_CRON_SECRET_LENGTH:
+            raise SettingsError(
+                f"environment variable CRON_SECRET must be at least {MIN_CRON_SECRET_LENGTH} characters long"
+            )
+        deadline = env_float("TICK_DEADLINE_SECONDS", 270.0, minimum=5.0, maximum=3600.0, env=env)
+        return cls(
+            cron_secret=cron_secret,
+            mongodb_uri=env_str("MONGODB_URI", env=env),
+            mongodb_db=env_str("MONGODB_DB", "tradebots", env=env),
+            host=env_str("GATEWAY_HOST", "127.0.0.1", env=env),
+            port=env_int("GATEWAY_PORT", 8000, minimum=0, maximum=65535, env=env),
+            market_addr=env_str("MARKET_ADDR", "127.0.0.1:50051", env=env),
+            strategy_addr=env_str("STRATEGY_ADDR", "127.0.0.1:50052", env=env),
+            executor_addr=env_str("EXECUTOR_ADDR", "127.0.0.1:50053", env=env),
+            tick_deadline_seconds=deadline,
+            tick_concurrency=env_int("TICK_CONCURRENCY", 32, minimum=1, maximum=1024, env=env),
+            lease_seconds=env_float("LEASE_SECONDS", deadline + 30.0, minimum=deadline, env=env),
+            candle_limit=env_int("TICK_CANDLE_LIMIT", 300, minimum=50, maximum=1500, env=env),
+            use_ai=env_bool("TICK_USE_AI", True, env=env),
+            write_reserve_seconds=min(10.0, deadline / 5),
+            mongodb_timeout_ms=env_int("MONGODB_TIMEOUT_MS", 5000, minimum=100, env=env),
+        )

@@ -1,0 +1,411 @@
+"""One tick: claim the bots, work in groups, fan out per bot, write in bulk.
+
+    claim (update_many + find) -> parse each document
+      -> per (symbol, interval): candles + filters + price, once
+        -> per (strategy, symbol, interval, params): one Analyze
+          -> per bot, bounded concurrency: executor RunCycle
+    -> one bulk_write of bot updates (lease released), insert_many of TradeLogs
+
+Only the executor step is per bot. Every gRPC call carries a deadline taken
+from the tick's time left; a bot that cannot start in time is skipped with
+reason "deadline", and the results are written before the deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import grpc
+from tradebot.v1 import common_pb2, executor_pb2, market_pb2, strategy_pb2
+
+from services.common.errors import RETRY_AFTER_METADATA_KEY
+from services.common.grpc_server import BOT_INSTANCE_ID_METADATA_KEY, TICK_ID_METADATA_KEY
+from services.common.jsonlog import bot_instance_id_var, tick_id_var
+from services.gateway import records
+from services.gateway.clients import ServiceClients
+from services.gateway.conversions import action_name, config_to_proto, position_to_proto, statistics_to_proto
+from services.gateway.documents import BotDocument, BotIdentity, InvalidBotDocument, identity_of, parse_bot
+from services.gateway.repository import BotRepository, BotUpdate
+from services.gateway.results import BotResult
+from services.gateway.settings import GatewaySettings
+
+log = logging.getLogger(__name__)
+
+MIN_CALL_SECONDS = 1.0            # no call starts with less time than this left
+RECENT_CANDLES_FOR_EXECUTOR = 10  # paper SL/TP look at candles since the entry, at least these
+
+
+@dataclass(frozen=True)
+class TickConfig:
+    deadline_seconds: float = 270.0
+    concurrency: int = 32
+    lease_seconds: float = 300.0
+    candle_limit: int = 300
+    use_ai: bool = True
+    write_reserve_seconds: float = 10.0
+
+    @classmethod
+    def from_settings(cls, settings: GatewaySettings) -> TickConfig:
+        return cls(
+            deadline_seconds=settings.tick_deadline_seconds,
+            concurrency=settings.tick_concurrency,
+            lease_seconds=settings.lease_seconds,
+            candle_limit=settings.candle_limit,
+            use_ai=settings.use_ai,
+            write_reserve_seconds=settings.write_reserve_seconds,
+        )
+
+
+@dataclass
+class TickOutcome:
+    tick_id: str
+    started_at: datetime
+    results: list[BotResult]
+    no_active_bots: bool = False
+    persist_error: str | None = None
+
+
+@dataclass
+class _BotOutcome:
+    result: BotResult
+    update: dict[str, Any] | None   # None: nothing of ours to write (another tick's bot)
+    logs: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class _Market:
+    candles: list[common_pb2.Candle]   # closed, oldest first
+    price: str
+    filters: common_pb2.SymbolFilters
+
+
+class _Skip(Exception):
+    """Rate limited upstream: the affected bots sit this cycle out."""
+
+
+class TickRunner:
+    def __init__(self, config: TickConfig, repository: BotRepository, clients: ServiceClients) -> None:
+        self.config = config
+        self.repository = repository
+        self.clients = clients
+
+    async def run(self, tick_id: str | None = None) -> TickOutcome:
+        tick = _Tick(self, tick_id or uuid.uuid4().hex)
+        token = tick_id_var.set(tick.tick_id)
+        try:
+            return await tick.run()
+        finally:
+            tick_id_var.reset(token)
+
+
+class _Tick:
+    def __init__(self, runner: TickRunner, tick_id: str) -> None:
+        self.config = runner.config
+        self.repository = runner.repository
+        self.clients = runner.clients
+        self.tick_id = tick_id
+        self.now = datetime.now(UTC)
+        self.started = time.monotonic()
+        # The work must end early enough to leave time for the writes and the response.
+        self.work_ends = self.started + self.config.deadline_seconds - self.config.write_reserve_seconds
+        self.outcomes: dict[Any, _BotOutcome] = {}
+        self.identities: dict[Any, BotIdentity] = {}
+        self.started_bots: set[Any] = set()
+        self.upstream_slots = asyncio.Semaphore(self.config.concurrency)
+        self.executor_slots = asyncio.Semaphore(self.config.concurrency)
+        self.symbol_data: dict[str, asyncio.Task[tuple[str, common_pb2.SymbolFilters]]] = {}
+        self.metadata = ((TICK_ID_METADATA_KEY, tick_id),)
+
+    def time_left(self) -> float:
+        return self.work_ends - time.monotonic()
+
+    async def run(self) -> TickOutcome:
+        claimed = await self.repository.claim_active_bots(self.tick_id, self.now, self.config.lease_seconds)
+        if not claimed.claimed and not claimed.in_progress:
+            return TickOutcome(self.tick_id, self.now, [], no_active_bots=True)
+        order = [document.get("_id") for document in claimed.claimed]
+        bots = self._parse(claimed.claimed)
+        await self._run_groups(bots)
+        self._settle_unfinished(order)
+        persist_error = await self._write(order)
+        results = [self.outcomes[key].result for key in order]
+        for document in claimed.in_progress:
+            identity = identity_of(document)
+            results.append(_result(identity, "skipped", error="in progress (claimed by another tick)"))
+        return TickOutcome(self.tick_id, self.now, results, persist_error=persist_error)
+
+    # --- 1. documents -------------------------------------------------------
+
+    def _parse(self, documents: Sequence[dict[str, Any]]) -> list[BotDocument]:
+        bots = []
+        for document in documents:
+            self.identities[document.get("_id")] = identity_of(document)
+            try:
+                bots.append(parse_bot(document))
+            except InvalidBotDocument as error:
+                self._fail(identity_of(document), f"Invalid bot document: {error.message}", "INVALID_BOT_DOCUMENT")
+        return bots
+
+    # --- 2. groups ----------------------------------------------------------
+
+    async def _run_groups(self, bots: Sequence[BotDocument]) -> None:
+        by_market: dict[tuple[str, str], list[BotDocument]] = defaultdict(list)
+        for bot in bots:
+            by_market[(bot.symbol, bot.config.interval)].append(bot)
+        tasks = [asyncio.create_task(self._market_group(key, members)) for key, members in by_market.items()]
+        if not tasks:
+            return
+        _, pending = await asyncio.wait(tasks, timeout=max(self.time_left(), 0) + 1.0)
+        for task in pending:  # only if a call ignored its own deadline
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for task in tasks:
+            if not task.cancelled() and task.exception() is not None:
+                log.error("tick group crashed", exc_info=task.exception())
+        for task in self.symbol_data.values():
+            task.cancel()
+
+    async def _market_group(self, key: tuple[str, str], bots: list[BotDocument]) -> None:
+        symbol, interval = key
+        try:
+            market = await self._upstream(lambda: self._market(symbol, interval))
+        except _Skip as skip:
+            self._skip_all(bots, str(skip))
+            return
+        except _StageFailed as failure:
+            self._fail_all(bots, f"Market data for {symbol} {interval} unavailable: {failure}", "MARKET_DATA_ERROR")
+            return
+        by_strategy: dict[tuple[Any, ...], list[BotDocument]] = defaultdict(list)
+        for bot in bots:
+            by_strategy[(bot.bot_id, symbol, interval, ())].append(bot)
+        await asyncio.gather(*(self._strategy_group(k, members, market) for k, members in by_strategy.items()))
+
+    async def _market(self, symbol: str, interval: str) -> _Market:
+        candles_call = self._call(
+            "market GetCandles",
+            self.clients.market.GetCandles,
+            market_pb2.GetCandlesRequest(symbol=symbol, interval=interval, limit=self.config.candle_limit),
+        )
+        if symbol not in self.symbol_data:  # filters and price are per symbol, shared across intervals
+            self.symbol_data[symbol] = asyncio.create_task(self._symbol_data(symbol))
+        candles, (price, filters) = await asyncio.gather(candles_call, asyncio.shield(self.symbol_data[symbol]))
+        closed = [candle for candle in candles.candles if candle.closed]
+        if not closed:
+            raise _StageFailed(f"no closed candles for {symbol} {interval}")
+        return _Market(closed, price, filters)
+
+    async def _symbol_data(self, symbol: str) -> tuple[str, common_pb2.SymbolFilters]:
+        filters, price = await asyncio.gather(
+            self._call(
+                "market GetSymbolFilters",
+                self.clients.market.GetSymbolFilters,
+                market_pb2.GetSymbolFiltersRequest(symbol=symbol),
+            ),
+            self._call("market GetPrice", self.clients.market.GetPrice, market_pb2.GetPriceRequest(symbol=symbol)),
+        )
+        return price.price, filters
+
+    async def _strategy_group(self, key: tuple[Any, ...], bots: list[BotDocument], market: _Market) -> None:
+        bot_id, symbol, interval, params = key
+        request = strategy_pb2.AnalyzeRequest(
+            bot_id=bot_id,
+            symbol=symbol,
+            interval=interval,
+            candles=market.candles,
+            params=dict(params),
+            use_ai=self.config.use_ai,
+        )
+        try:
+            analysis = await self._upstream(lambda: self._call("strategy Analyze", self.clients.strategy.Analyze, request))
+        except _Skip as skip:
+            self._skip_all(bots, str(skip))
+            return
+        except _StageFailed as failure:
+            self._fail_all(bots, f"Strategy analysis failed: {failure}", "STRATEGY_ERROR")
+            return
+        await asyncio.gather(*(self._bot(bot, market, analysis) for bot in bots))
+
+    # --- 3. per bot -----------------------------------------------------------
+
+    async def _bot(self, bot: BotDocument, market: _Market, analysis: strategy_pb2.AnalyzeResponse) -> None:
+        async with self.executor_slots:
+            if self.time_left() < MIN_CALL_SECONDS:
+                self._skip(bot.identity, "deadline")
+                return
+            self.started_bots.add(bot.instance_id)
+            token = bot_instance_id_var.set(str(bot.instance_id))
+            try:
+                cycle = await self._call(
+                    "executor RunCycle",
+                    self.clients.executor.RunCycle,
+                    self._cycle_request(bot, market, analysis),
+                    bot_instance_id=str(bot.instance_id),
+                )
+            except _Skip as skip:
+                self._skip(bot.identity, str(skip))
+                return
+            except _StageFailed as failure:
+                self._fail(bot.identity, f"Executor failed: {failure}", "EXECUTOR_ERROR")
+                return
+            finally:
+                bot_instance_id_var.reset(token)
+        self._succeed(bot, market, analysis, cycle)
+
+    def _cycle_request(
+        self, bot: BotDocument, market: _Market, analysis: strategy_pb2.AnalyzeResponse
+    ) -> executor_pb2.RunCycleRequest:
+        request = executor_pb2.RunCycleRequest(
+            tick_id=self.tick_id,
+            bot=executor_pb2.BotRef(
+                bot_instance_id=str(bot.instance_id),
+                user_id=str(bot.user_id),
+                bot_id=bot.bot_id,
+                bot_name=bot.bot_name,
+                symbol=bot.symbol,
+                exchange_connection_id="" if bot.exchange_connection_id is None else str(bot.exchange_connection_id),
+            ),
+            config=config_to_proto(bot.config),
+            statistics=statistics_to_proto(bot.statistics),
+            signal=analysis.signal,
+            market=executor_pb2.MarketContext(
+                price=market.price, filters=market.filters, candles=_candles_for_executor(bot, market.candles)
+            ),
+        )
+        if bot.position is not None:
+            request.stored_position.CopyFrom(position_to_proto(bot.position))
+        return request
+
+    # --- calls ----------------------------------------------------------------
+
+    async def _upstream(self, call: Callable[[], Awaitable[Any]]) -> Any:
+        async with self.upstream_slots:
+            return await call()
+
+    async def _call(self, name: str, method: Any, request: Any, *, bot_instance_id: str | None = None) -> Any:
+        timeout = self.time_left()
+        if timeout < MIN_CALL_SECONDS:
+            raise _Skip("deadline")
+        metadata = self.metadata
+        if bot_instance_id is not None:
+            metadata = (*metadata, (BOT_INSTANCE_ID_METADATA_KEY, bot_instance_id))
+        try:
+            return await method(request, timeout=timeout, metadata=metadata)
+        except grpc.aio.AioRpcError as error:
+            code = error.code()
+            if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+                retry_after = _retry_after(error)
+                wait = f", retry in {retry_after}s" if retry_after else ""
+                raise _Skip(f"rate limited ({name}: {error.details()}{wait})") from None
+            raise _StageFailed(f"{name}: {code.name}: {error.details() or 'no details'}") from None
+
+    # --- outcomes -------------------------------------------------------------
+
+    def _succeed(
+        self,
+        bot: BotDocument,
+        market: _Market,
+        analysis: strategy_pb2.AnalyzeResponse,
+        cycle: executor_pb2.RunCycleResponse,
+    ) -> None:
+        result = _result(
+            bot.identity,
+            "success",
+            action=action_name(analysis.signal.action),
+            confidence=analysis.signal.confidence,
+            order_placed=cycle.order.placed,
+            has_position=cycle.has_position,
+            error=records.safety_error(cycle.safety),
+        )
+        self.outcomes[bot.instance_id] = _BotOutcome(
+            result,
+            records.cycle_update(bot.statistics, analysis, cycle, self.now),
+            records.cycle_logs(bot.identity, bot.config.interval, market.price, analysis, cycle, self.now),
+        )
+
+    def _fail(self, identity: BotIdentity, error: str, action: str) -> None:
+        log.warning("bot failed", extra={"botInstanceId": str(identity.instance_id), "reason": error})
+        self.outcomes[identity.instance_id] = _BotOutcome(
+            _result(identity, "failed", error=error),
+            records.failure_update(error, self.now),
+            [records.trade_log(identity, self.now, "ERROR", "ERROR", action, error, {"error": error})],
+        )
+
+    def _skip(self, identity: BotIdentity, reason: str) -> None:
+        log.warning("bot skipped", extra={"botInstanceId": str(identity.instance_id), "reason": reason})
+        message = f"Skipped this cycle: {reason}"
+        self.outcomes[identity.instance_id] = _BotOutcome(
+            _result(identity, "skipped", error=reason),
+            records.release_update(),
+            [records.trade_log(identity, self.now, "SYSTEM", "WARNING", "SKIPPED", message, {"reason": reason})],
+        )
+
+    def _fail_all(self, bots: Sequence[BotDocument], error: str, action: str) -> None:
+        for bot in bots:
+            self._fail(bot.identity, error, action)
+
+    def _skip_all(self, bots: Sequence[BotDocument], reason: str) -> None:
+        for bot in bots:
+            self._skip(bot.identity, reason)
+
+    def _settle_unfinished(self, order: Sequence[Any]) -> None:
+        """Bots the deadline caught: skipped if never started, failed if their cycle was cut off."""
+        for key in order:
+            if key in self.outcomes:
+                continue
+            identity = self.identities[key]
+            if key in self.started_bots:
+                self._fail(identity, "Tick deadline reached during the executor cycle; the next tick reconciles", "DEADLINE")
+            else:
+                self._skip(identity, "deadline")
+
+    async def _write(self, order: Sequence[Any]) -> str | None:
+        updates = [
+            BotUpdate(key, self.outcomes[key].update)
+            for key in order
+            if self.outcomes[key].update is not None and key is not None
+        ]
+        logs = [entry for key in order for entry in self.outcomes[key].logs]
+        try:
+            await self.repository.write_results(self.tick_id, updates, logs)
+        except Exception as error:  # reported in the response; leases expire on their own
+            log.error("writing tick results failed", exc_info=error)
+            return f"Results could not be saved: {type(error).__name__}"
+        return None
+
+
+class _StageFailed(Exception):
+    """A call failed for a reason other than a rate limit; the affected bots fail."""
+
+
+def _retry_after(error: grpc.aio.AioRpcError) -> str | None:
+    for item in error.trailing_metadata() or ():
+        if item.key == RETRY_AFTER_METADATA_KEY:
+            return item.value if isinstance(item.value, str) else None
+    return None
+
+
+def _candles_for_executor(bot: BotDocument, candles: Sequence[common_pb2.Candle]) -> list[common_pb2.Candle]:
+    recent = list(candles[-RECENT_CANDLES_FOR_EXECUTOR:])
+    if bot.position is None or bot.position.open_time is None:
+        return recent
+    opened_ms = int(bot.position.open_time.timestamp() * 1000)
+    since_entry = [candle for candle in candles if candle.close_time_ms >= opened_ms]
+    return since_entry if len(since_entry) > len(recent) else recent
+
+
+def _result(identity: BotIdentity, status: Any, **fields: Any) -> BotResult:
+    return BotResult(
+        bot_instance_id=str(identity.instance_id),
+        bot_name=identity.bot_name,
+        symbol=identity.symbol,
+        status=status,
+        **fields,
+    )
