@@ -1,0 +1,1 @@
+"""The ``tradebot`` command line: users, bots, connections, logs, ticks, status, webhooks."""
