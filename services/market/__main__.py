@@ -7,6 +7,7 @@ import logging
 import sys
 
 from services.common.grpc_server import serve
+from services.common.metrics import install_grpc_latency_hook, start_metrics_server
 from services.common.jsonlog import configure_logging
 from services.common.settings import SettingsError
 from services.market.app import binding, build_service
@@ -17,6 +18,8 @@ log = logging.getLogger("services.market")
 
 async def main(settings: MarketSettings) -> None:
     service = build_service(settings)
+    install_grpc_latency_hook()
+    start_metrics_server()  # METRICS_PORT; unset or 0 keeps it off
     log.info(
         "market data source ready",
         extra={"source": service.source.name, "weightBudget1m": settings.weight_budget_1m},

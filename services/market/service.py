@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from services.common.errors import InvalidArgument
-from services.market import metrics
+from services.common import metrics
 from services.market.cache import Loaded, SingleFlightCache
 from services.market.intervals import next_open_time, open_time_containing, validate_interval
 from services.market.settings import MarketSettings
@@ -75,15 +75,10 @@ class MarketDataService:
         self._candles: SingleFlightCache[list[Bar]] = SingleFlightCache(
             settings.cache_max_entries,
             clock,
-            on_hit=metrics.CACHE_HITS.labels("candles").inc,
-            on_miss=metrics.CACHE_MISSES.labels("candles").inc,
+            on_hit=metrics.CANDLE_CACHE_HITS_TOTAL.inc,
+            on_miss=metrics.CANDLE_CACHE_MISSES_TOTAL.inc,
         )
-        self._prices: SingleFlightCache[PriceQuote] = SingleFlightCache(
-            settings.cache_max_entries,
-            clock,
-            on_hit=metrics.CACHE_HITS.labels("price").inc,
-            on_miss=metrics.CACHE_MISSES.labels("price").inc,
-        )
+        self._prices: SingleFlightCache[PriceQuote] = SingleFlightCache(settings.cache_max_entries, clock)
 
     async def candles(
         self, symbol: str, interval: str, limit: int, include_open: bool, deadline: float | None
