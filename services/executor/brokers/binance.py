@@ -25,6 +25,7 @@ import logging
 import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, TypeVar
 
@@ -81,6 +82,16 @@ def _exit_side(side: PositionSide) -> str:
     return "SELL" if side == "LONG" else "BUY"
 
 
+@dataclass(frozen=True)
+class BrokerTuning:
+    """Bounds on retries and on the look-ups that resolve an unknown order outcome."""
+
+    read_attempts: int = 3          # a read is tried at most this often (transient failures only)
+    retry_wait_s: float = 0.1       # first back-off between read attempts, doubling, capped at 2 s
+    resolve_attempts: int = 4       # look-ups by client id before an unknown outcome is reported
+    resolve_wait_s: float = 0.2     # wait before the n-th look-up: n × this
+
+
 class BinanceFuturesBroker:
     """The ``Broker`` protocol over one Binance USDⓈ-M Futures account."""
 
@@ -88,18 +99,11 @@ class BinanceFuturesBroker:
         self,
         client: ConfiguredAsyncClient,
         shared: AccountShared,
-        *,
-        read_attempts: int = 3,
-        retry_wait_s: float = 0.1,
-        resolve_attempts: int = 4,
-        resolve_wait_s: float = 0.2,
+        tuning: BrokerTuning | None = None,
     ) -> None:
         self._client = client
         self._shared = shared
-        self._read_attempts = read_attempts
-        self._retry_wait_s = retry_wait_s
-        self._resolve_attempts = resolve_attempts
-        self._resolve_wait_s = resolve_wait_s
+        self.tuning = tuning or BrokerTuning()
         self._one_way_checked = False
         self._prepared: dict[str, tuple[int, str]] = {}
 
@@ -128,8 +132,8 @@ class BinanceFuturesBroker:
     async def _read(self, action: str, request: Callable[[], Awaitable[T]], accept_codes: frozenset[int] = frozenset()) -> T | None:
         """A read (or idempotent setting): transient failures retried, a bounded number of times."""
         retrying = AsyncRetrying(
-            stop=stop_after_attempt(self._read_attempts),
-            wait=wait_exponential(multiplier=self._retry_wait_s, max=2.0),
+            stop=stop_after_attempt(self.tuning.read_attempts),
+            wait=wait_exponential(multiplier=self.tuning.retry_wait_s, max=2.0),
             retry=retry_if_exception_type(Unavailable),
             reraise=True,
         )
@@ -274,14 +278,14 @@ class BinanceFuturesBroker:
 
     async def _resolve_order(self, action: str, symbol: str, client_order_id: str) -> dict[str, Any]:
         """Whether an order with unknown outcome exists: a few looks by client id before deciding."""
-        for attempt in range(self._resolve_attempts):
+        for attempt in range(self.tuning.resolve_attempts):
             try:
                 found = await self._query_order(symbol, client_order_id)
             except Unavailable:
                 found = None
             if found is not None:
                 return found
-            await asyncio.sleep(self._resolve_wait_s * (attempt + 1))
+            await asyncio.sleep(self.tuning.resolve_wait_s * (attempt + 1))
         raise Unavailable(f"{action}: execution status unknown and order {client_order_id} not found; not resent")
 
     async def _query_order(self, symbol: str, client_order_id: str) -> dict[str, Any] | None:
@@ -293,10 +297,10 @@ class BinanceFuturesBroker:
 
     async def _settled(self, symbol: str, order: dict[str, Any]) -> dict[str, Any]:
         """A MARKET order fills at once; if Binance still says NEW, look again briefly."""
-        for attempt in range(self._resolve_attempts):
+        for attempt in range(self.tuning.resolve_attempts):
             if order.get("status") in FILLED_STATES | FINAL_UNFILLED_STATES:
                 return order
-            await asyncio.sleep(self._resolve_wait_s * (attempt + 1))
+            await asyncio.sleep(self.tuning.resolve_wait_s * (attempt + 1))
             again = await self._query_order(symbol, str(order.get("clientOrderId")))
             if again is not None:
                 order = again
@@ -369,7 +373,7 @@ class BinanceFuturesBroker:
             logger.warning("%s: client id %s already used; looking it up", action, client_algo_id)
         except errs.UnknownOutcome:
             logger.warning("%s: execution status unknown; querying %s", action, client_algo_id)
-        for attempt in range(self._resolve_attempts):
+        for attempt in range(self.tuning.resolve_attempts):
             try:
                 found = await self._call(
                     f"algo order lookup {client_algo_id}",
@@ -382,7 +386,7 @@ class BinanceFuturesBroker:
                 if found.get("algoStatus") != "NEW":
                     raise FailedPrecondition(f"{action}: order {client_algo_id} exists but is {found.get('algoStatus')}")
                 return found
-            await asyncio.sleep(self._resolve_wait_s * (attempt + 1))
+            await asyncio.sleep(self.tuning.resolve_wait_s * (attempt + 1))
         raise Unavailable(f"{action}: execution status unknown and {client_algo_id} not found; not resent")
 
     async def _open_algo_orders(self, symbol: str) -> list[dict[str, Any]]:
