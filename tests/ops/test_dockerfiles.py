@@ -1,0 +1,239 @@
+"""Every service's Dockerfile builds an image with that service alone.
+
+No Docker engine runs here, so the tests read the Dockerfiles: what they copy
+must exist and survive .dockerignore, the runtime stage must be slim,
+non-root, exec-form and health-checked, and the builder's package step,
+replayed on exactly the copied files, must yield a wheel holding this service,
+services/common and the generated code, and nothing else.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib.metadata
+import re
+import shlex
+import subprocess
+import sys
+import tomllib
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from tests.ops.dockerfile import Stage, copies, dockerignore_excludes, env, read_dockerignore, stages
+from tests.support.processes import REPO_ROOT
+
+SERVICES = {"gateway": 8000, "market": 50051, "strategy": 50052, "executor": 50053}
+GRPC_SERVICE_NAMES = {"market": "MarketData", "strategy": "Strategy", "executor": "Executor"}
+RUNTIME_BASE = "python:3.13-slim"
+
+
+def dockerfile(service: str) -> list[Stage]:
+    path = REPO_ROOT / "services" / service / "Dockerfile"
+    assert path.exists(), f"{path} is missing"
+    return stages(path.read_text())
+
+
+def module_file(module: str) -> Path | None:
+    """Where ``python -m module`` finds its code in this repository (generated code included)."""
+    parts = module.split(".")
+    for root in (REPO_ROOT, REPO_ROOT / "generated"):
+        package_main = root.joinpath(*parts, "__main__.py")
+        plain = root.joinpath(*parts[:-1], parts[-1] + ".py")
+        if package_main.exists():
+            return package_main
+        if plain.exists():
+            return plain
+    return None
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_copy_sources_exist_and_are_in_the_build_context(service: str) -> None:
+    ignored = read_dockerignore(REPO_ROOT / ".dockerignore")
+    all_stages = dockerfile(service)
+    stage_names = {stage.name for stage in all_stages}
+    for stage in all_stages:
+        for copy in copies(stage):
+            if copy.from_stage is not None:
+                assert copy.from_stage in stage_names, f"COPY --from={copy.from_stage}: no such stage"
+                continue
+            for source in copy.sources:
+                assert (REPO_ROOT / source).exists(), f"{service}: COPY {source} does not exist in the repository"
+                assert not dockerignore_excludes(ignored, source), f"{service}: .dockerignore drops {source}"
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_image_holds_only_its_own_service(service: str) -> None:
+    sources = [source for stage in dockerfile(service) for copy in copies(stage) if copy.from_stage is None
+               for source in copy.sources]
+    service_dirs = {Path(source).parts[1] for source in sources if source.startswith("services/")
+                    and len(Path(source).parts) > 1 and (REPO_ROOT / source).is_dir()}
+    assert service_dirs == {"common", service}
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_runtime_stage_is_slim_non_root_exec_form_and_health_checked(service: str) -> None:
+    all_stages = dockerfile(service)
+    assert len(all_stages) >= 2, "multi-stage: a builder and a runtime"
+    builder, runtime = all_stages[0], all_stages[-1]
+    assert runtime.base == RUNTIME_BASE
+    assert any("grpc_tools.protoc" in run.arguments for run in builder.all("RUN")), "the builder generates the protos"
+    assert not any("grpc_tools" in run.arguments for run in runtime.all("RUN")), "no protoc in the runtime"
+
+    user = runtime.last("USER")
+    assert user is not None, "runtime stage sets USER"
+    name = user.arguments.split(":")[0]
+    assert name not in {"root", "0"}
+    assert runtime.instructions.index(user) < runtime.instructions.index(runtime.all("ENTRYPOINT")[-1])
+
+    assert env(runtime).get("PYTHONUNBUFFERED") == "1"
+
+    entrypoint = runtime.last("ENTRYPOINT")
+    assert entrypoint is not None and entrypoint.exec_form() == ["python", "-m", f"services.{service}"]
+    command = runtime.last("CMD")
+    assert command is None or command.exec_form() is not None, "CMD in exec form"
+
+    exposed = [port for item in runtime.all("EXPOSE") for port in item.arguments.split()]
+    assert str(SERVICES[service]) in exposed
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_entry_point_module_exists(service: str) -> None:
+    # Written by the service's own engineers; this fails until it lands.
+    assert module_file(f"services.{service}") is not None, f"services/{service}/__main__.py is missing"
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_healthcheck_calls_real_modules_and_services(service: str) -> None:
+    runtime = dockerfile(service)[-1]
+    check = runtime.last("HEALTHCHECK")
+    assert check is not None, "HEALTHCHECK present"
+    options, _, command = check.arguments.partition("CMD")
+    assert command.strip(), "HEALTHCHECK has a command"
+    words = check.exec_form() or shlex.split(command)
+    if service == "gateway":
+        assert "/healthz" in command and "urllib.request" in command
+        return
+    assert words[:3] == ["python", "-m", "services.common.healthprobe"]
+    assert module_file(words[2]) is not None
+    full_name = f"tradebot.v1.{GRPC_SERVICE_NAMES[service]}"
+    assert full_name in words
+    proto = (REPO_ROOT / "protos/tradebot/v1" / f"{service}.proto").read_text()
+    assert re.search(rf"^service {GRPC_SERVICE_NAMES[service]}\b", proto, re.M), f"{full_name} not in the proto"
+    assert "${GRPC_PORT}" in command and env(runtime).get("GRPC_PORT") == str(SERVICES[service])
+
+
+def _imports(path: Path) -> set[str]:
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+            names.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return names
+
+
+def _internal_closure(service: str) -> tuple[set[Path], set[str]]:
+    """The repo files a service's code reaches through imports, and every name they import."""
+    pending = sorted((REPO_ROOT / "services" / service).rglob("*.py"))
+    seen: set[Path] = set()
+    imported: set[str] = set()
+    while pending:
+        path = pending.pop()
+        if path in seen:
+            continue
+        seen.add(path)
+        for name in _imports(path):
+            imported.add(name)
+            if name.startswith("services."):
+                target = module_file(name) or REPO_ROOT.joinpath(*name.split("."), "__init__.py")
+                if target.exists() and "__main__" not in target.name:
+                    pending.append(target)
+    return seen, imported
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_service_code_imports_only_itself_and_common(service: str) -> None:
+    files, imported = _internal_closure(service)
+    foreign = sorted(
+        name for name in imported
+        if name.startswith("services.") and name.split(".")[1] not in {"common", service}
+        and (REPO_ROOT / "services" / name.split(".")[1]).is_dir()
+    )
+    assert not foreign, f"services/{service} imports code its image does not contain: {foreign}"
+
+
+def _requirement_closure(requirements: list[str]) -> set[str]:
+    """Distribution names installed by these requirements (transitively, as the venv resolved them)."""
+    normal = lambda name: re.sub(r"[-_.]+", "-", name).lower()  # noqa: E731
+    pending = [re.split(r"[\s\[<>=!~;]", requirement, maxsplit=1)[0] for requirement in requirements]
+    found: set[str] = set()
+    while pending:
+        name = normal(pending.pop())
+        if name in found:
+            continue
+        found.add(name)
+        try:
+            requires = importlib.metadata.distribution(name).requires or []
+        except importlib.metadata.PackageNotFoundError:
+            continue
+        pending.extend(
+            re.split(r"[\s\[<>=!~;(]", item, maxsplit=1)[0] for item in requires if "extra ==" not in item
+        )
+    return found
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_third_party_imports_come_with_the_service_extra(service: str) -> None:
+    project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
+    installed = _requirement_closure(project["dependencies"] + project["optional-dependencies"][service])
+    providers = importlib.metadata.packages_distributions()
+    _, imported = _internal_closure(service)
+    missing = {}
+    for name in imported:
+        top = name.split(".")[0]
+        if top in sys.stdlib_module_names or top in {"services", "tradebot", "__future__"}:
+            continue
+        dists = {re.sub(r"[-_.]+", "-", dist).lower() for dist in providers.get(top, [])}
+        if not dists & installed:
+            missing[top] = sorted(dists) or ["<not installed>"]
+    assert not missing, f"services/{service} imports packages its image lacks (extra '{service}'): {missing}"
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_builder_packages_this_service_common_and_generated_code(service: str, tmp_path: Path) -> None:
+    builder = dockerfile(service)[0]
+    context = tmp_path / "src"
+    context.mkdir()
+    for copy in copies(builder):  # replay the builder's COPY lines on a scratch context
+        assert copy.from_stage is None
+        destination = context / copy.destination
+        for source in copy.sources:
+            origin = REPO_ROOT / source
+            if origin.is_dir():
+                destination.mkdir(parents=True, exist_ok=True)
+                subprocess.run(["cp", "-r", f"{origin}/.", str(destination)], check=True)
+            else:
+                target = destination / origin.name if copy.destination.endswith("/") else destination
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(origin.read_bytes())
+    protoc = next(run.arguments for run in builder.all("RUN") if "grpc_tools.protoc" in run.arguments)
+    generate = protoc[protoc.index("mkdir -p generated"):]
+    subprocess.run(["bash", "-c", generate.replace("python ", f"{sys.executable} ")], cwd=context, check=True)
+    wheels = tmp_path / "wheels"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation", "-w", str(wheels), "."],
+        cwd=context, check=True, capture_output=True,
+    )
+    (wheel,) = wheels.glob("*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    packages = {"/".join(name.split("/")[:2]) for name in names if name.endswith(".py")}
+    assert {f"services/{service}", "services/common", "tradebot/v1"} <= packages
+    assert {package for package in packages if package.startswith("services/") and package.count("/") == 1
+            and not package.endswith(".py")} == {f"services/{service}", "services/common"}
+    assert f"services/{service}/__main__.py" in names, "the entry point is packaged"
+    assert "services/common/healthprobe.py" in names
+    for proto in ("common", "market", "strategy", "executor"):
+        assert f"tradebot/v1/{proto}_pb2.py" in names
