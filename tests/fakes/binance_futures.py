@@ -194,6 +194,11 @@ class FakeBinanceFutures:
         """Requests that reached ``path`` (whatever the answer), in order."""
         return [r for r in self.requests if r.path == path and r.method == method]
 
+    def manual_order(self, symbol: str, side: str, quantity: Decimal, api_key: str | None = None) -> dict[str, Any]:
+        """A MARKET order placed outside the bot (Binance's app), filled at the mark price."""
+        account = self.accounts[api_key] if api_key else self.default_account
+        return self._execute(account, symbol, side, quantity, f"web_{next(self._ids)}", False, order_type="MARKET")
+
     def set_mark_price(self, symbol: str, price: Decimal | str) -> None:
         """Move the mark price and trigger every conditional order it crosses."""
         self.mark_prices[symbol] = Decimal(str(price))
