@@ -160,18 +160,22 @@ class _Tick:
         by_market: dict[tuple[str, str], list[BotDocument]] = defaultdict(list)
         for bot in bots:
             by_market[(bot.symbol, bot.config.interval)].append(bot)
-        tasks = [asyncio.create_task(self._market_group(key, members)) for key, members in by_market.items()]
+        tasks = {asyncio.create_task(self._market_group(key, members)): members for key, members in by_market.items()}
         if not tasks:
             return
         _, pending = await asyncio.wait(tasks, timeout=max(self.time_left(), 0) + 1.0)
         for task in pending:  # only if a call ignored its own deadline
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        for task in tasks:
-            if not task.cancelled() and task.exception() is not None:
-                log.error("tick group crashed", exc_info=task.exception())
-        for task in self.symbol_data.values():
-            task.cancel()
+        for task, members in tasks.items():
+            error = None if task.cancelled() else task.exception()
+            if error is not None:
+                # A bug, not an upstream failure: the group's unfinished bots fail with a generic reason.
+                log.error("tick group crashed", exc_info=error)
+                unfinished = [bot for bot in members if bot.instance_id not in self.outcomes]
+                self._fail_all(unfinished, f"Internal gateway error ({type(error).__name__})", "GATEWAY_ERROR")
+        for symbol_task in self.symbol_data.values():
+            symbol_task.cancel()
 
     async def _market_group(self, key: tuple[str, str], bots: list[BotDocument]) -> None:
         symbol, interval = key
@@ -386,9 +390,9 @@ class _StageFailed(Exception):
 
 
 def _retry_after(error: grpc.aio.AioRpcError) -> str | None:
-    for item in error.trailing_metadata() or ():
-        if item.key == RETRY_AFTER_METADATA_KEY:
-            return item.value if isinstance(item.value, str) else None
+    for key, value in error.trailing_metadata() or ():
+        if key == RETRY_AFTER_METADATA_KEY:
+            return value if isinstance(value, str) else None
     return None
 
 

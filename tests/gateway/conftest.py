@@ -92,18 +92,18 @@ def gateway_factory(
     @contextlib.asynccontextmanager
     async def start(**overrides: Any) -> AsyncIterator[Gateway]:
         addresses = fakes.addresses
-        settings = GatewaySettings(
-            cron_secret=CRON_SECRET,
-            mongodb_uri=mongo_uri,
-            mongodb_db=mongo_db_name,
-            market_addr=addresses["market"],
-            strategy_addr=addresses["strategy"],
-            executor_addr=addresses["executor"],
-            tick_deadline_seconds=20.0,
-            write_reserve_seconds=3.0,
-            lease_seconds=60.0,
-            **overrides,
-        )
+        values: dict[str, Any] = {
+            "cron_secret": CRON_SECRET,
+            "mongodb_uri": mongo_uri,
+            "mongodb_db": mongo_db_name,
+            "market_addr": addresses["market"],
+            "strategy_addr": addresses["strategy"],
+            "executor_addr": addresses["executor"],
+            "tick_deadline_seconds": 20.0,
+            "write_reserve_seconds": 3.0,
+            "lease_seconds": 60.0,
+        }
+        settings = GatewaySettings(**{**values, **overrides})
         recorder = CommandRecorder()
         repository = BotRepository.connect(settings.mongodb_uri, settings.mongodb_db, timeout_ms=1000,
                                            event_listeners=[recorder])  # fmt: skip
