@@ -32,7 +32,7 @@ from services.common.errors import TradebotError
 from services.common.jsonlog import register_secret
 from services.common.settings import SettingsError, env_str
 from services.executor.connections import MODES, parse_object_id
-from services.executor.settings import parse_credentials_keys
+from services.executor.credentials import parse_credentials_keys
 
 API_KEY_ENV = "TRADEBOT_API_KEY"
 API_SECRET_ENV = "TRADEBOT_API_SECRET"  # noqa: S105 (a variable name, not a secret)

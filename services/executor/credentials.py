@@ -15,8 +15,18 @@ from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
 from services.common.errors import FailedPrecondition
 from services.common.jsonlog import register_secret
+from services.common.settings import SettingsError
 
 DECRYPT_FAILED_MESSAGE = "credentials could not be decrypted"
+
+
+def parse_credentials_keys(raw: str) -> tuple[str, ...]:
+    keys = tuple(part.strip() for part in raw.split(",") if part.strip())
+    if not keys:
+        raise SettingsError("environment variable CREDENTIALS_KEYS must hold at least one Fernet key")
+    for key in keys:
+        register_secret(key)
+    return keys
 
 
 @dataclass(frozen=True)

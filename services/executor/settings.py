@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 
 from services.common.binance_client import DEFAULT_FUTURES_TESTNET_URL, DEFAULT_FUTURES_URL, DEFAULT_SPOT_URL
-from services.common.jsonlog import register_secret
 from services.common.settings import SettingsError, env_int, env_str
+from services.executor.credentials import parse_credentials_keys
 
 
 @dataclass(frozen=True)
@@ -43,15 +43,6 @@ class ExecutorSettings:
             paper_initial_balance=_env_decimal("PAPER_INITIAL_BALANCE", "10000", env),
             paper_taker_fee=_env_decimal("PAPER_TAKER_FEE", "0.0005", env, allow_zero=True),
         )
-
-
-def parse_credentials_keys(raw: str) -> tuple[str, ...]:
-    keys = tuple(part.strip() for part in raw.split(",") if part.strip())
-    if not keys:
-        raise SettingsError("environment variable CREDENTIALS_KEYS must hold at least one Fernet key")
-    for key in keys:
-        register_secret(key)
-    return keys
 
 
 def _env_decimal(name: str, default: str, env: Mapping[str, str] | None, *, allow_zero: bool = False) -> Decimal:

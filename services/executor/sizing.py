@@ -1,7 +1,8 @@
 """Order size and protective prices, exact with Decimal and rounded to the symbol's filters.
 
 Size: margin = positionSizePercent % of the available balance, notional =
-margin x leverage (capped by max_position_notional), quantity = notional /
+margin x leverage (capped by max_position_notional, and so that margin plus
+the entry fee fit the available balance), quantity = notional /
 price rounded DOWN to the (market) step size. Too small for minQty or the
 minimum notional: no order, with the reason, instead of an exchange rejection.
 
@@ -22,6 +23,9 @@ from services.executor.bot_config import BotSettings
 from services.executor.brokers.base import PositionSide
 
 HUNDRED = Decimal(100)
+# Room kept for the entry's taker fee so a 100 % position still fits the balance
+# (Binance USDⓈ-M taker fees are at most 0.05 %; twice that is kept).
+FEE_ALLOWANCE = Decimal("0.001")
 
 
 @dataclass(frozen=True)
@@ -72,6 +76,8 @@ def size_entry(available_balance: Decimal, price: Decimal, settings: BotSettings
         return NoEntry(f"no available balance ({format_decimal(available_balance)} USDT)")
     margin_budget = available_balance * settings.position_size_percent / HUNDRED
     notional = margin_budget * settings.leverage
+    affordable = available_balance / (Decimal(1) / settings.leverage + FEE_ALLOWANCE)
+    notional = min(notional, affordable)
     capped = ""
     if settings.max_position_notional is not None and notional > settings.max_position_notional:
         notional = settings.max_position_notional

@@ -1,0 +1,123 @@
+"""The cycle's reactions to broker failures, with a paper broker that fails on purpose.
+
+The faults are injected behind the project's own Broker interface; the
+bookkeeping underneath is the real paper broker on the real wire server.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from bson import ObjectId
+
+from services.common.errors import FailedPrecondition, Unavailable
+from services.common.jsonlog import JsonFormatter
+from services.executor.account_cache import AccountCache
+from services.executor.brokers.factory import BrokerFactory
+from services.executor.brokers.paper import PaperBroker
+from services.executor.connections import ConnectionRepository, ExchangeConnection
+from services.executor.credentials import CredentialVault
+from services.executor.cycle import CycleRunner
+from tests.executor.builders import request
+
+LOG_SECRET = "Qm7-distinctive-log-secret-31337"
+
+
+class FaultyPaperBroker(PaperBroker):
+    def __init__(self, *args: Any, fail: set[str], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fail = fail
+
+    async def protect(self, *args: Any, **kwargs: Any):
+        if "protect" in self.fail:
+            raise FailedPrecondition("Binance error -2021: Order would immediately trigger.")
+        return await super().protect(*args, **kwargs)
+
+    async def open_position(self, order):
+        if "open" in self.fail:
+            raise FailedPrecondition("Binance error -2019: Margin is insufficient.")
+        return await super().open_position(order)
+
+    async def account(self):
+        if "account" in self.fail:
+            raise Unavailable("Binance unavailable: HTTP 503")
+        return await super().account()
+
+
+class FaultyFactory(BrokerFactory):
+    def __init__(self, db, vault, settings, fail: set[str]) -> None:
+        super().__init__(db, vault, settings)
+        self.fail = fail
+
+    async def broker_for(self, connection: ExchangeConnection):
+        await super().broker_for(connection)   # decrypts the credentials as the real path does
+        return FaultyPaperBroker(self._db, connection.id, initial_balance=Decimal(10000),
+                                 taker_fee=Decimal("0.0005"), fail=self.fail)
+
+
+@pytest.fixture
+def runner_with(db, executor_settings):
+    def build(fail: set[str]) -> CycleRunner:
+        vault = CredentialVault(executor_settings.credentials_keys)
+        return CycleRunner(ConnectionRepository(db), FaultyFactory(db, vault, executor_settings, fail), AccountCache())
+    return build
+
+
+async def test_stop_loss_that_cannot_be_placed_closes_the_position_at_once(runner_with, paper_connection, db):
+    user_id, _ = paper_connection
+    reply = await runner_with({"protect"}).run(request(user_id=user_id))
+    assert reply.order.placed and not reply.has_position
+    [trade] = reply.closed_trades
+    assert trade.reason == "STOP_LOSS_NOT_PLACED" and trade.realized_pnl == "-10"   # two 5 USDT fees
+    critical = [e for e in reply.events if e.severity == "CRITICAL"]
+    assert critical and "-2021" in critical[0].message and "closed at market" in critical[0].message
+    assert await db.paperpositions.count_documents({}) == 0
+
+
+async def test_rejected_entry_is_an_error_event_and_no_position(runner_with, paper_connection, db):
+    user_id, _ = paper_connection
+    reply = await runner_with({"open"}).run(request(user_id=user_id))
+    assert not reply.order.placed and not reply.has_position
+    [error] = [e for e in reply.events if e.log_type == "ERROR"]
+    assert error.severity == "ERROR" and "-2019" in error.message and "Margin is insufficient" in error.message
+    assert "retry next cycle" in reply.decision
+    assert await db.paperpositions.count_documents({}) == 0
+
+
+async def test_unreadable_account_opens_nothing(runner_with, paper_connection, db):
+    user_id, _ = paper_connection
+    with pytest.raises(Unavailable):
+        await runner_with({"account"}).run(request(user_id=user_id))
+    assert await db.paperpositions.count_documents({}) == 0
+
+
+async def test_no_log_line_carries_a_decrypted_secret(runner_with, db, fernet_key):
+    from cryptography.fernet import Fernet
+
+    from services.executor.admin import store_connection_async
+    user_id = str(ObjectId())
+    await store_connection_async(db, user_id, "paper", "log-api-key-9999", LOG_SECRET, Fernet(fernet_key.encode()))
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append  # type: ignore[method-assign]
+    root = logging.getLogger()
+    root.addHandler(handler)
+    previous = root.level
+    root.setLevel(logging.DEBUG)
+    try:
+        runner = runner_with({"protect"})            # a path full of CRITICAL logs
+        await runner.run(request(user_id=user_id, tick_id="log-1"))
+        await runner.run(request(user_id=user_id, tick_id="log-2", confidence=10))
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(previous)
+    assert records, "the cycle logs its decisions"
+    formatter = JsonFormatter("executor")
+    for record in records:
+        raw = json.dumps({**record.__dict__, "message": record.getMessage()}, default=str)
+        assert LOG_SECRET not in raw and fernet_key not in raw
+        assert LOG_SECRET not in formatter.format(record)
