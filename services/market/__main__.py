@@ -18,8 +18,6 @@ log = logging.getLogger("services.market")
 
 async def main(settings: MarketSettings) -> None:
     service = build_service(settings)
-    install_grpc_latency_hook()
-    start_metrics_server()  # METRICS_PORT; unset or 0 keeps it off
     log.info(
         "market data source ready",
         extra={"source": service.source.name, "weightBudget1m": settings.weight_budget_1m},
@@ -38,6 +36,8 @@ def run() -> None:
     configure_logging("market")
     try:
         settings = MarketSettings.from_env()
+        install_grpc_latency_hook()
+        start_metrics_server()  # METRICS_PORT; unset or 0 keeps it off
     except SettingsError as error:
         log.error("invalid configuration", extra={"reason": str(error)})
         sys.exit(2)
