@@ -65,3 +65,42 @@ def random_walk_closes(count: int, start: float, volatility_pct: float, seed: in
 def random_volumes(count: int, seed: int) -> list[float]:
     rng = random.Random(seed)
     return [100.0 * rng.lognormvariate(0.0, 0.4) for _ in range(count)]
+
+
+def segment_closes(segments: Sequence[tuple[int, Sequence[float]]], start: float = 60_000.0) -> list[float]:
+    """Closes built from segments of (candle count, repeating % steps), e.g. (40, [0.3, -0.15])."""
+    closes = [start]
+    for count, steps in segments:
+        for index in range(count):
+            closes.append(closes[-1] * (1 + steps[index % len(steps)] / 100.0))
+    return closes
+
+
+RANGE = [0.1, -0.1]  # a market going nowhere
+
+
+def uptrend_closes() -> list[float]:
+    """A range, then 40 candles of two-steps-up-one-down: a clear up-trend, RSI ~65."""
+    return segment_closes([(199, RANGE), (40, [0.3, -0.15])])
+
+
+def downtrend_closes() -> list[float]:
+    return segment_closes([(199, RANGE), (40, [-0.3, 0.15])])
+
+
+def hot_uptrend_closes() -> list[float]:
+    """The up-trend one candle later, ending on an up step: RSI ~68, above Safe Trader's buy zone."""
+    return segment_closes([(199, RANGE), (41, [0.3, -0.15])])
+
+
+def flat_closes() -> list[float]:
+    return segment_closes([(239, RANGE)])
+
+
+def range_dip_closes() -> list[float]:
+    """A range, then a sharp 3-candle drop to below the lower Bollinger band."""
+    return segment_closes([(236, RANGE), (3, [-0.3])])
+
+
+def range_spike_closes() -> list[float]:
+    return segment_closes([(236, RANGE), (3, [0.3])])

@@ -1,11 +1,11 @@
 """Bot 1, "Bitcoin Pro": momentum confluence of EMA cross, MACD, RSI and trend.
 
-Bull score (0..100) = 25 if EMA9 > EMA21
+Bull score (0..100) = 25 if EMA9 - EMA21 > ema_gap_atr * ATR (a real cross, not noise)
                     + 25 if MACD histogram > 0
                     + 10 if the histogram grew since the previous candle
                     + 15 if 50 <= RSI < rsi_overbought
                     + 25 * trend factor (UP: 0.4 + 0.6 * strength / 100, SIDEWAYS: 0.2, DOWN: 0)
-Bear score is the mirror image (EMA9 < EMA21, histogram < 0 and falling,
+Bear score is the mirror image (EMA21 - EMA9 > ema_gap_atr * ATR, histogram < 0 and falling,
 rsi_oversold < RSI <= 50, trend DOWN).
 
 BUY  when bull >= min_score, bull > bear and RSI < rsi_overbought (no chasing);
@@ -38,7 +38,8 @@ class BitcoinProStrategy(Strategy):
     parameters = (
         Parameter("rsi_overbought", 70.0, 55.0, 90.0, "no BUY at or above this RSI"),
         Parameter("rsi_oversold", 30.0, 10.0, 45.0, "no SELL at or below this RSI"),
-        Parameter("min_score", 55.0, 30.0, 95.0, "bull/bear score needed to trade"),
+        Parameter("min_score", 60.0, 30.0, 95.0, "bull/bear score needed to trade"),
+        Parameter("ema_gap_atr", 0.1, 0.0, 2.0, "EMA 9/21 gap, in ATRs, that counts as a cross"),
     )
 
     @classmethod
@@ -50,15 +51,17 @@ class BitcoinProStrategy(Strategy):
         rsi = indicators["rsi"]
         hist, hist_prev = indicators["macd_histogram"], indicators["macd_histogram_prev"]
         overbought, oversold = params["rsi_overbought"], params["rsi_oversold"]
+        ema_gap = indicators["ema_9"] - indicators["ema_21"]
+        min_gap = params["ema_gap_atr"] * indicators["atr"]
         bull = (
-            25.0 * (indicators["ema_9"] > indicators["ema_21"])
+            25.0 * (ema_gap > min_gap)
             + 25.0 * (hist > 0)
             + 10.0 * (hist > hist_prev)
             + 15.0 * (50.0 <= rsi < overbought)
             + 25.0 * trend_factor(trend, "UP")
         )
         bear = (
-            25.0 * (indicators["ema_9"] < indicators["ema_21"])
+            25.0 * (-ema_gap > min_gap)
             + 25.0 * (hist < 0)
             + 10.0 * (hist < hist_prev)
             + 15.0 * (oversold < rsi <= 50.0)

@@ -1,0 +1,95 @@
+"""Bots sharing (strategy, symbol, interval, params, last closed candle) share one analysis and one AI call."""
+
+from __future__ import annotations
+
+import asyncio
+
+import grpc
+import pytest
+
+from services.common.grpc_server import start_server
+from services.strategy.analysis_cache import SingleFlightCache
+from services.strategy.server import strategy_binding
+from tests.strategy import candle_factory as factory
+from tests.strategy.conftest import analyze_request, make_analyzer, strategy_settings
+from tradebot.v1 import strategy_pb2_grpc
+
+BOTS = 20
+
+
+async def test_concurrent_identical_requests_make_exactly_one_ai_call(fake_openai):
+    fake_openai.latency_ms = 150  # the first call is still in flight when the others arrive
+    analyzer = make_analyzer(strategy_settings(fake_openai.base_url))
+    service = await start_server([strategy_binding(analyzer)])
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{service.port}") as channel:
+            stub = strategy_pb2_grpc.StrategyStub(channel)
+            request = analyze_request(1, use_ai=True)
+            replies = await asyncio.gather(*(stub.Analyze(request) for _ in range(BOTS)))
+            assert fake_openai.request_count == 1
+            assert sum(not reply.cached for reply in replies) == 1
+            assert all(reply.ai.used for reply in replies)
+            assert sum(reply.ai.cached for reply in replies) == BOTS - 1
+            assert len({reply.signal.SerializeToString() for reply in replies}) == 1
+
+            # Later in the same tick: still the same question, still one call.
+            again = await stub.Analyze(request)
+            assert again.cached and fake_openai.request_count == 1
+
+            # Different parameters are a different group.
+            await stub.Analyze(analyze_request(1, use_ai=True, min_score=70))
+            assert fake_openai.request_count == 2
+
+            # Next tick: a new closed candle is a new question.
+            next_tick = analyze_request(1, factory.uptrend_closes() + [factory.uptrend_closes()[-1] * 1.003], use_ai=True)
+            reply = await stub.Analyze(next_tick)
+            assert not reply.cached and fake_openai.request_count == 3
+    finally:
+        await service.stop(0)
+        await analyzer.close()
+
+
+async def test_failures_are_shared_by_waiters_but_not_kept():
+    cache: SingleFlightCache[str, int] = SingleFlightCache(max_entries=8)
+    calls = 0
+
+    async def failing() -> int:
+        nonlocal calls
+        calls += 1
+        await asyncio.sleep(0.01)
+        raise RuntimeError("boom")
+
+    results = await asyncio.gather(*(cache.get_or_compute("k", failing) for _ in range(5)), return_exceptions=True)
+    assert calls == 1 and all(isinstance(result, RuntimeError) for result in results)
+
+    async def working() -> int:
+        return 42
+
+    assert await cache.get_or_compute("k", working) == (42, False)
+    assert await cache.get_or_compute("k", working) == (42, True)
+
+
+async def test_cache_is_bounded():
+    cache: SingleFlightCache[int, int] = SingleFlightCache(max_entries=3)
+    for key in range(5):
+        await cache.get_or_compute(key, lambda key=key: asyncio.sleep(0, result=key))
+    assert len(cache) == 3
+    _, cached = await cache.get_or_compute(0, lambda: asyncio.sleep(0, result=0))
+    assert not cached  # evicted, recomputed
+
+
+async def test_a_cancelled_caller_does_not_cancel_the_shared_work():
+    cache: SingleFlightCache[str, str] = SingleFlightCache(max_entries=8)
+
+    async def slow() -> str:
+        await asyncio.sleep(0.05)
+        return "done"
+
+    first = asyncio.ensure_future(cache.get_or_compute("k", slow))
+    await asyncio.sleep(0)
+    second = asyncio.ensure_future(cache.get_or_compute("k", slow))
+    await asyncio.sleep(0.01)
+    first.cancel()
+    assert await second == ("done", True)
+    with pytest.raises(asyncio.CancelledError):
+        await first
