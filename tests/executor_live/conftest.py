@@ -42,6 +42,11 @@ async def connect(fake: FakeBinanceFutures, api_key: str, api_secret: str) -> Bi
     return broker
 
 
+def set_request_timeout(broker: BinanceFuturesBroker, seconds: float) -> None:
+    """Shorten python-binance's per-request timeout (10 s in production) for timeout tests."""
+    broker._client._requests_params["timeout"] = seconds  # noqa: SLF001 - test-only knob of the vendor client
+
+
 @pytest.fixture
 async def broker(fake: FakeBinanceFutures, credentials: Credentials) -> AsyncIterator[BinanceFuturesBroker]:
     live = await connect(fake, credentials.api_key, credentials.api_secret)

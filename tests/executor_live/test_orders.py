@@ -10,7 +10,7 @@ import pytest
 from services.common.errors import FailedPrecondition, InvalidArgument, ResourceExhausted, Unavailable
 from services.executor.brokers.base import EntryOrder
 from services.executor.brokers.binance import BinanceFuturesBroker
-from tests.executor_live.conftest import Credentials, connect
+from tests.executor_live.conftest import Credentials, connect, set_request_timeout
 from tests.fakes.binance_futures import UNKNOWN_STATUS_MESSAGE, FakeBinanceFutures
 
 
@@ -133,6 +133,17 @@ async def test_unknown_execution_status_is_resolved_by_client_id(fake: FakeBinan
 
     assert [r.status for r in fake.orders_sent()] == [503]  # sent once, never blindly again
     assert fill.quantity == Decimal("0.012") and fill.price == Decimal("50000")
+    assert fake.position("BTCUSDT").amount == Decimal("0.012")
+
+
+async def test_timed_out_order_answer_is_resolved_by_client_id(fake: FakeBinanceFutures, broker: BinanceFuturesBroker) -> None:
+    set_request_timeout(broker, 0.2)
+    fake.slow_answer_next(0.5)  # executed at once, answered after the client gave up
+
+    fill = await broker.open_position(entry())
+
+    assert len(fake.orders_sent()) == 1
+    assert fill.quantity == Decimal("0.012")
     assert fake.position("BTCUSDT").amount == Decimal("0.012")
 
 

@@ -108,13 +108,13 @@ class Account:
     order_times: deque[float] = field(default_factory=deque)
 
 
-@dataclass(frozen=True)
+@dataclass
 class RecordedRequest:
     method: str
     path: str
     params: dict[str, str]
     api_key: str | None
-    status: int
+    status: int = 0   # 0 while the answer is still being prepared
 
 
 def _fmt(value: Decimal) -> str:
@@ -151,6 +151,8 @@ class FakeBinanceFutures:
         self.requests: list[RecordedRequest] = []
         self.faults: list[Fault] = []
         self.unknown_status_remaining = 0
+        self.slow_answer_remaining = 0
+        self.slow_answer_s = 0.0
         self.clock_skew_ms = 0
         self.order_count_bias = 0
         self._host = host
@@ -182,6 +184,10 @@ class FakeBinanceFutures:
     def unknown_status_next(self, times: int = 1) -> None:
         """The next order POSTs execute but answer HTTP 503 'Unknown error' (execution status unknown)."""
         self.unknown_status_remaining = times
+
+    def slow_answer_next(self, seconds: float, times: int = 1) -> None:
+        """The next order POSTs execute at once but their answer comes ``seconds`` later (client timeouts)."""
+        self.slow_answer_remaining, self.slow_answer_s = times, seconds
 
     def server_time_ms(self) -> int:
         return int(time.time() * 1000) + self.clock_skew_ms
@@ -242,10 +248,11 @@ class FakeBinanceFutures:
         body = (await request.read()).decode()
         params = dict(parse_qsl(request.query_string, keep_blank_values=True))
         params.update(parse_qsl(body, keep_blank_values=True))
-        api_key = request.headers.get("X-MBX-APIKEY")
-        status = 200
+        recorded = RecordedRequest(method, path, params, request.headers.get("X-MBX-APIKEY"))
+        self.requests.append(recorded)
         try:
             if path.startswith("/_fake/"):
+                recorded.status = 200
                 return await self._control(path, await request.json() if body else {})
             route = self._routes().get((method, path))
             if route is None:
@@ -258,12 +265,14 @@ class FakeBinanceFutures:
                 # The order was executed; only the answer is lost, like Binance's 503.
                 self.unknown_status_remaining -= 1
                 raise ApiError(503, -1000, UNKNOWN_STATUS_MESSAGE)
+            if headers and self.slow_answer_remaining > 0:
+                self.slow_answer_remaining -= 1
+                await asyncio.sleep(self.slow_answer_s)
+            recorded.status = 200
             return web.json_response(result, headers=headers)
         except ApiError as error:
-            status = error.status
+            recorded.status = error.status
             raise
-        finally:
-            self.requests.append(RecordedRequest(method, path, params, api_key, status))
 
     def _routes(self) -> dict[tuple[str, str], tuple[Any, bool]]:
         return {
