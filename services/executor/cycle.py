@@ -10,6 +10,7 @@ enough, protected at once by stop-loss and take-profit.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -28,6 +29,7 @@ from services.executor.brokers.base import (
     ClosedTradeRecord,
     EntryOrder,
     ExchangePosition,
+    Fill,
     MarketView,
     PositionSide,
     ProtectiveOrders,
@@ -50,6 +52,15 @@ from services.executor.sizing import NoEntry, SymbolRules, protective_prices, si
 log = logging.getLogger(__name__)
 
 _ACTION_SIDE: dict[int, PositionSide] = {common_pb2.ACTION_BUY: "LONG", common_pb2.ACTION_SELL: "SHORT"}
+
+
+_SYMBOL = re.compile(r"^[A-Z0-9]{2,30}$")
+
+
+def _check_symbol(symbol: str) -> None:
+    # The symbol becomes part of MongoDB field paths and exchange URLs: letters and digits only.
+    if not _SYMBOL.match(symbol):
+        raise InvalidArgument(f"bot.symbol must be an exchange symbol like BTCUSDT, got {symbol!r}")
 
 
 def _now_ms() -> int:
@@ -101,8 +112,9 @@ class CycleRunner:
         bot = request.bot
         if not request.tick_id:
             raise InvalidArgument("tick_id is required")
-        if not bot.bot_instance_id or not bot.user_id or not bot.symbol:
-            raise InvalidArgument("bot.bot_instance_id, bot.user_id and bot.symbol are required")
+        if not bot.bot_instance_id or not bot.user_id:
+            raise InvalidArgument("bot.bot_instance_id and bot.user_id are required")
+        _check_symbol(bot.symbol)
         settings = validate_config(request.config)
         price = parse_decimal(request.market.price, "market.price", positive=True)
         assert price is not None
@@ -136,12 +148,16 @@ class CycleRunner:
             await self._monitor(cycle, position)
         else:
             await self._maybe_enter(cycle)
+        log.info("cycle decided", extra={"symbol": bot.symbol, "decision": cycle.response.decision,
+                                         "orderPlaced": cycle.response.order.placed,
+                                         "hasPosition": cycle.response.has_position})
         return cycle.response
 
     async def get_position(self, request: executor_pb2.GetPositionRequest) -> executor_pb2.GetPositionResponse:
         bot = request.bot
-        if not bot.user_id or not bot.symbol:
-            raise InvalidArgument("bot.user_id and bot.symbol are required")
+        if not bot.user_id:
+            raise InvalidArgument("bot.user_id is required")
+        _check_symbol(bot.symbol)
         connection = await self._connections.resolve(bot.user_id, bot.exchange_connection_id)
         broker = await self._brokers.broker_for(connection)
         account = await broker.account()
@@ -180,9 +196,10 @@ class CycleRunner:
         verdict.pause_bot = trip.pause_bot
         if trip.close_position and position is not None:
             try:
-                await cycle.broker.cancel_protective_orders(cycle.symbol)
+                # Close first: if the close fails, the stop-loss is still working.
                 fill = await cycle.broker.close_position(cycle.symbol, cycle.client_id(OrderPurpose.CLOSE), "EMERGENCY_STOP")
                 verdict.position_closed = True
+                await cycle.broker.cancel_protective_orders(cycle.symbol)
                 if fill is not None:
                     record = await cycle.broker.closed_trade(cycle.symbol, position.side, self._open_time(cycle, position))
                     if record is not None:
@@ -272,10 +289,15 @@ class CycleRunner:
             await cycle.broker.prepare_symbol(cycle.symbol, cycle.settings.leverage, cycle.settings.margin_type)
             fill = await cycle.broker.open_position(EntryOrder(cycle.symbol, side, size.quantity, entry_id, cycle.price))
         except TradebotError as error:
-            cycle.note("ERROR", "ERROR", "ORDER_FAILED", f"{side} entry on {cycle.symbol} rejected: {error.message}",
-                       {"clientOrderId": entry_id, "quantity": dec(size.quantity), "price": dec(cycle.price)})
-            cycle.response.decision = f"{action} order rejected: {error.message}; retry next cycle"
-            return
+            # An unknown outcome (timeout, 503) may still have filled: look before calling it a failure,
+            # so a filled entry is protected now rather than at the next tick's audit.
+            found = await _find_entry_or_none(cycle, entry_id) if error.retryable else None
+            if found is None:
+                cycle.note("ERROR", "ERROR", "ORDER_FAILED", f"{side} entry on {cycle.symbol} rejected: {error.message}",
+                           {"clientOrderId": entry_id, "quantity": dec(size.quantity), "price": dec(cycle.price)})
+                cycle.response.decision = f"{action} order rejected: {error.message}; retry next cycle"
+                return
+            fill = found
         order.placed = True
         order.exchange_order_id, order.fill_price = fill.exchange_order_id, dec(fill.price)
         order.quantity, order.fee = dec(fill.quantity), dec(fill.fee)
@@ -314,6 +336,7 @@ class CycleRunner:
         """No leveraged position is left without its stop: close it at market at once."""
         try:
             fill = await cycle.broker.close_position(cycle.symbol, cycle.client_id(OrderPurpose.CLOSE), "STOP_LOSS_NOT_PLACED")
+            await cycle.broker.cancel_protective_orders(cycle.symbol)   # a take-profit may have been placed
         except TradebotError as error:
             cycle.note("SAFETY", "CRITICAL", "UNPROTECTED_POSITION",
                        f"{why}; closing the {side} position on {cycle.symbol} FAILED ({error.message}): "
@@ -357,6 +380,13 @@ class CycleRunner:
         filters = cycle.request.market.filters
         return SymbolRules.from_filters(filters.tick_size, filters.step_size, filters.min_qty, filters.max_qty,
                                         filters.min_notional, filters.market_step_size, filters.market_max_qty)
+
+
+async def _find_entry_or_none(cycle: _Cycle, client_id: str) -> Fill | None:
+    try:
+        return await cycle.broker.find_entry(cycle.symbol, client_id)
+    except TradebotError:
+        return None
 
 
 async def _position_or_none(cycle: _Cycle) -> ExchangePosition | None:

@@ -40,6 +40,9 @@ class FaultyPaperBroker(PaperBroker):
     async def open_position(self, order):
         if "open" in self.fail:
             raise FailedPrecondition("Binance error -2019: Margin is insufficient.")
+        if "open-unknown" in self.fail:   # the order went through but the answer was lost
+            await super().open_position(order)
+            raise Unavailable("Binance error -1007: Timeout waiting for response; execution status unknown")
         return await super().open_position(order)
 
     async def account(self):
@@ -86,6 +89,14 @@ async def test_rejected_entry_is_an_error_event_and_no_position(runner_with, pap
     assert error.severity == "ERROR" and "-2019" in error.message and "Margin is insufficient" in error.message
     assert "retry next cycle" in reply.decision
     assert await db.paperpositions.count_documents({}) == 0
+
+
+async def test_entry_with_unknown_outcome_is_found_and_protected(runner_with, paper_connection, db):
+    user_id, _ = paper_connection
+    reply = await runner_with({"open-unknown"}).run(request(user_id=user_id))
+    assert reply.order.placed and reply.has_position and reply.position.stop_loss == "49000"
+    assert not [e for e in reply.events if e.log_type == "ERROR"]
+    assert (await db.paperpositions.find_one({}))["stopLoss"] == "49000"
 
 
 async def test_unreadable_account_opens_nothing(runner_with, paper_connection, db):
