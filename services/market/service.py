@@ -21,6 +21,7 @@ from services.market.sources.base import Bar, MarketSource, PriceQuote, TradingR
 
 DEFAULT_LIMIT = 200
 MAX_LIMIT = 1500  # Binance's maximum klines per request
+_NOT_YET_ROLLED_TTL_SECONDS = 1.0
 _SYMBOL_PATTERN = re.compile(r"^[A-Z0-9]{2,30}$")
 
 
@@ -93,7 +94,12 @@ class MarketDataService:
         async def load() -> Loaded[list[Bar]]:
             bars = await self.source.fetch_bars(symbol, interval, fetch_count, deadline)
             now = self._clock()
-            next_close = next_open_time(interval, open_time_containing(interval, int(now * 1000))) / 1000
+            current_open = open_time_containing(interval, int(now * 1000))
+            if bars and bars[-1].open_time_ms < current_open:
+                # The exchange has not opened the current candle yet (its clock is a little
+                # behind ours): its newest candle may still change, so keep it only briefly.
+                return Loaded(bars, now + min(_NOT_YET_ROLLED_TTL_SECONDS, self._settings.cache_ttl_seconds))
+            next_close = next_open_time(interval, current_open) / 1000
             return Loaded(bars, min(now + self._settings.cache_ttl_seconds, next_close))
 
         lookup = await self._candles.get((symbol, interval, limit), load)

@@ -285,3 +285,16 @@ async def test_stale_exchange_info_is_used_when_the_refresh_fails(market: Market
     market.fake.fail_next(EXCHANGE_INFO, server_error(503), times=3)
     response = await market.stub.GetCandles(candles_request(), timeout=10)
     assert len(response.candles) == 50
+
+
+async def test_a_candle_the_exchange_has_not_rolled_yet_is_cached_only_briefly(market: MarketHarness):
+    # The exchange's clock runs 300 ms behind ours: at 12:05:00.1 it still serves the 12:00 candle as newest.
+    market.clock.set(datetime(2026, 11, 25, 12, 5, 0, 100_000, tzinfo=UTC))
+    exchange_now = market.clock() - 0.3
+    market.fake.clock = lambda: exchange_now
+    await market.stub.GetCandles(candles_request(limit=3))
+    market.clock.advance(0.5)
+    assert (await market.stub.GetCandles(candles_request(limit=3))).from_cache
+    market.clock.advance(0.6)  # more than a second later: fetched again, not kept until 12:06
+    assert not (await market.stub.GetCandles(candles_request(limit=3))).from_cache
+    assert market.fake.count(KLINES) == 2
