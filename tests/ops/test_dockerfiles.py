@@ -10,6 +10,12 @@ services/common and the generated code, and nothing else.
 from __future__ import annotations
 
 import ast
+import os
+import signal
+import sysconfig
+import time
+import urllib.request
+from collections.abc import Callable
 import importlib.metadata
 import re
 import shlex
@@ -22,7 +28,8 @@ from pathlib import Path
 import pytest
 
 from tests.ops.dockerfile import Stage, copies, dockerignore_excludes, env, read_dockerignore, stages
-from tests.support.processes import REPO_ROOT
+from services.common import healthprobe
+from tests.support.processes import REPO_ROOT, free_port
 
 SERVICES = {"gateway": 8000, "market": 50051, "strategy": 50052, "executor": 50053}
 GRPC_SERVICE_NAMES = {"market": "MarketData", "strategy": "Strategy", "executor": "Executor"}
@@ -202,12 +209,12 @@ def test_third_party_imports_come_with_the_service_extra(service: str) -> None:
     assert not missing, f"services/{service} imports packages its image lacks (extra '{service}'): {missing}"
 
 
-@pytest.mark.parametrize("service", SERVICES)
-def test_builder_packages_this_service_common_and_generated_code(service: str, tmp_path: Path) -> None:
+def build_package(service: str, workdir: Path) -> Path:
+    """Replay the builder stage on exactly the files it copies; return the wheel."""
     builder = dockerfile(service)[0]
-    context = tmp_path / "src"
+    context = workdir / "src"
     context.mkdir()
-    for copy in copies(builder):  # replay the builder's COPY lines on a scratch context
+    for copy in copies(builder):
         assert copy.from_stage is None
         destination = context / copy.destination
         for source in copy.sources:
@@ -222,13 +229,32 @@ def test_builder_packages_this_service_common_and_generated_code(service: str, t
     protoc = next(run.arguments for run in builder.all("RUN") if "grpc_tools.protoc" in run.arguments)
     generate = protoc[protoc.index("mkdir -p generated"):]
     subprocess.run(["bash", "-c", generate.replace("python ", f"{sys.executable} ")], cwd=context, check=True)
-    wheels = tmp_path / "wheels"
+    wheels = workdir / "wheels"
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation", "-w", str(wheels), "."],
         cwd=context, check=True, capture_output=True,
     )
     (wheel,) = wheels.glob("*.whl")
-    names = zipfile.ZipFile(wheel).namelist()
+    return wheel
+
+
+@pytest.fixture(scope="module")
+def packaged(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path]:
+    built: dict[str, Path] = {}
+
+    def get(service: str) -> Path:
+        if service not in built:
+            built[service] = build_package(service, tmp_path_factory.mktemp(f"image-{service}"))
+        return built[service]
+
+    return get
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_builder_packages_this_service_common_and_generated_code(
+    service: str, packaged: Callable[[str], Path]
+) -> None:
+    names = zipfile.ZipFile(packaged(service)).namelist()
     packages = {"/".join(name.split("/")[:2]) for name in names if name.endswith(".py")}
     assert {f"services/{service}", "services/common", "tradebot/v1"} <= packages
     assert {package for package in packages if package.startswith("services/") and package.count("/") == 1
@@ -237,3 +263,66 @@ def test_builder_packages_this_service_common_and_generated_code(service: str, t
     assert "services/common/healthprobe.py" in names
     for proto in ("common", "market", "strategy", "executor"):
         assert f"tradebot/v1/{proto}_pb2.py" in names
+
+
+def _service_env(service: str, port: int, mongo_uri: str) -> dict[str, str]:
+    if service == "gateway":
+        unreachable = f"127.0.0.1:{free_port()}"  # /healthz must not need the backends
+        return {"GATEWAY_HOST": "127.0.0.1", "GATEWAY_PORT": str(port), "CRON_SECRET": "packaged-gateway-secret-0123456789abcdef",
+                "MONGODB_URI": mongo_uri, "MONGODB_DB": "packaged_smoke", "MARKET_ADDR": unreachable,
+                "STRATEGY_ADDR": unreachable, "EXECUTOR_ADDR": unreachable}
+    env = {"GRPC_HOST": "127.0.0.1", "GRPC_PORT": str(port)}
+    if service == "market":
+        env["MARKET_DATA_SOURCE"] = "simulated"
+    if service == "executor":
+        from cryptography.fernet import Fernet
+
+        env |= {"CREDENTIALS_KEYS": Fernet.generate_key().decode(), "MONGODB_URI": mongo_uri,
+                "MONGODB_DB": "packaged_smoke"}
+    return env
+
+
+def _healthy(service: str, port: int) -> bool:
+    if service == "gateway":
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as reply:
+                return reply.status == 200
+        except OSError:
+            return False
+    code, _ = healthprobe.check(f"127.0.0.1:{port}", f"tradebot.v1.{GRPC_SERVICE_NAMES[service]}", timeout=1)
+    return code == 0
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_packaged_service_starts_alone_and_stops_on_sigterm(
+    service: str, packaged: Callable[[str], Path], mongo_uri: str, tmp_path: Path
+) -> None:
+    # What the image runs: the wheel's code only (no repository on the path,
+    # no editable install), `python -m services.<name>`, then `docker stop`.
+    unpacked = tmp_path / "site"
+    zipfile.ZipFile(packaged(service)).extractall(unpacked)
+    workdir = tmp_path / "app"
+    workdir.mkdir()
+    port = free_port()
+    site_packages = sysconfig.get_paths()["purelib"]
+    env = {"PATH": os.environ.get("PATH", ""), "PYTHONUNBUFFERED": "1",
+           "PYTHONPATH": f"{unpacked}{os.pathsep}{site_packages}", **_service_env(service, port, mongo_uri)}
+    # -S: no site hooks (so the repository's editable install is invisible); -P: no cwd on the path.
+    process = subprocess.Popen([sys.executable, "-S", "-P", "-m", f"services.{service}"], cwd=workdir, env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while not _healthy(service, port):
+            assert process.poll() is None, f"{service} exited early:\n{process.communicate()[0]}"
+            assert time.monotonic() < deadline, f"{service} never became healthy"
+            time.sleep(0.2)
+        process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=20)
+        # serve() drains and returns 0; uvicorn drains, then re-raises the signal (exit 143 in Docker).
+        clean = {0, -signal.SIGTERM} if service == "gateway" else {0}
+        assert process.returncode in clean, f"{service} exited {process.returncode} on SIGTERM:\n{output}"
+        assert "Traceback" not in output
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
