@@ -193,3 +193,14 @@ async def test_clock_offset_is_synced_and_resynced_after_1021(
     assert fill.quantity == Decimal("0.012")
     assert any(r.status == 400 for r in fake.requests)  # the -1021 answer that forced the resync
     assert [r.status for r in fake.orders_sent()] == [200]  # and the order executed once
+
+
+async def test_an_executed_entry_is_reported_even_when_its_fee_cannot_be_read(
+    fake: FakeBinanceFutures, broker: BinanceFuturesBroker
+) -> None:
+    fake.fail_next("GET", "/fapi/v1/userTrades", status=500, code=-1001, msg="Internal error", times=3)
+
+    fill = await broker.open_position(entry())  # raising here would orphan an unprotected position
+
+    assert fill.quantity == Decimal("0.012") and fill.fee == 0
+    assert fake.position("BTCUSDT").amount == Decimal("0.012")

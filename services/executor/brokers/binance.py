@@ -301,21 +301,34 @@ class BinanceFuturesBroker:
             if order.get("status") in FILLED_STATES | FINAL_UNFILLED_STATES:
                 return order
             await asyncio.sleep(self.tuning.resolve_wait_s * (attempt + 1))
-            again = await self._query_order(symbol, str(order.get("clientOrderId")))
+            try:
+                again = await self._query_order(symbol, str(order.get("clientOrderId")))
+            except Unavailable:
+                continue
             if again is not None:
                 order = again
         return order
 
     async def _fill(self, symbol: str, order: dict[str, Any]) -> Fill:
+        """The fill of an order Binance accepted. Past this point the order exists, so only a
+        definite 'no fill' raises; the fee is informational (``closed_trade`` books the real one)."""
         order = await self._settled(symbol, order)
         client_id = order.get("clientOrderId")
+        status = order.get("status")
         if dec(order, "executedQty") == 0:
-            raise FailedPrecondition(f"order {client_id} on {symbol} ended {order.get('status')} without a fill")
-        trades = await self._read(
-            f"fee lookup for {client_id}",
-            lambda: self._client.futures_account_trades(symbol=symbol, orderId=order["orderId"]),
-        )
-        return fill_from_order(order, usdt_fee(trades or []))
+            if status in FINAL_UNFILLED_STATES:
+                raise FailedPrecondition(f"order {client_id} on {symbol} ended {status} without a fill")
+            raise Unavailable(f"order {client_id} on {symbol} is still {status}; its fill is not known yet")
+        try:
+            trades = await self._read(
+                f"fee lookup for {client_id}",
+                lambda: self._client.futures_account_trades(symbol=symbol, orderId=order["orderId"]),
+            )
+            fee = usdt_fee(trades or [])
+        except TradebotError as exc:
+            logger.warning("fee of order %s on %s unknown (%s); recorded as 0", client_id, symbol, exc.message)
+            fee = Decimal(0)
+        return fill_from_order(order, fee)
 
     # ------------------------------------------------------- protection
     async def protect(
