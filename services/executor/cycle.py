@@ -5,6 +5,11 @@ resolve connection -> broker -> observe market -> read account and position
 position (gone: book the closed trade) -> safety rules -> monitor + protective
 order audit when a position is open, else an entry when the signal is strong
 enough, protected at once by stop-loss and take-profit.
+
+The reply's structured fields (``order``, ``closed_trades``, ``safety``) are
+what the gateway turns into TRADE and SAFETY TradeLogs; ``events`` carry only
+what those fields cannot say (rejections, a restored or failed stop-loss, a
+position that vanished without a record), so nothing is logged twice.
 """
 
 from __future__ import annotations
@@ -182,11 +187,9 @@ class CycleRunner:
             cycle.note("TRADE", "WARNING", "POSITION_GONE",
                        f"{cycle.stored_side} position on {cycle.symbol} is no longer open; no closing trade was found")
             return
-        cycle.book(record)
-        cycle.note("TRADE", "INFO", "POSITION_CLOSED",
-                   f"{record.side} {cycle.symbol} closed by {record.reason} at {dec(record.exit_price)}: "
-                   f"realised PnL {dec(record.realized_pnl)} USDT",
-                   _trade_data(record))
+        cycle.book(record)   # the gateway writes its TRADE log from closed_trades
+        log.info("stored position closed", extra={"symbol": cycle.symbol, "reason": record.reason,
+                                                  "realizedPnl": dec(record.realized_pnl)})
 
     async def _emergency_stop(self, cycle: _Cycle, trip: Trip, position: ExchangePosition | None,
                               daily: Decimal) -> None:
@@ -208,8 +211,9 @@ class CycleRunner:
             except TradebotError as error:
                 cycle.note("SAFETY", "CRITICAL", "EMERGENCY_CLOSE_FAILED",
                            f"{trip.rule}: closing the {position.side} position on {cycle.symbol} failed: {error.message}")
-        cycle.note("SAFETY", "CRITICAL", "EMERGENCY_STOP", f"safety stop ({trip.rule}): {trip.message}",
-                   {**trip.details, "rule": trip.rule, "positionClosed": str(verdict.position_closed).lower()})
+        # The gateway writes the CRITICAL SAFETY TradeLog from the verdict; the log line is ours.
+        log.critical("safety stop", extra={"rule": trip.rule, "reason": trip.message, "details": trip.details,
+                                           "positionClosed": verdict.position_closed, "symbol": cycle.symbol})
         if not verdict.position_closed and position is not None:
             await self._describe_position(cycle, await cycle.broker.position(cycle.symbol))
         closed_text = "; position closed at market" if verdict.position_closed else ""
@@ -316,12 +320,9 @@ class CycleRunner:
             return
         order.stop_loss_order_id = protection.stop_loss_id or ""
         order.take_profit_order_id = protection.take_profit_id or ""
-        cycle.note("TRADE", "INFO", "POSITION_OPENED",
-                   f"opened {side} {dec(fill.quantity)} {cycle.symbol} at {dec(fill.price)}; "
-                   f"stop-loss {dec(stop)}, take-profit {dec(target)}",
-                   {"clientOrderId": entry_id, "quantity": dec(fill.quantity), "fillPrice": dec(fill.price),
-                    "fee": dec(fill.fee), "stopLoss": dec(stop), "takeProfit": dec(target),
-                    "leverage": str(cycle.settings.leverage)})
+        log.info("position opened", extra={"symbol": cycle.symbol, "side": side, "clientOrderId": entry_id,
+                                           "quantity": dec(fill.quantity), "fillPrice": dec(fill.price),
+                                           "stopLoss": dec(stop), "takeProfit": dec(target)})
         position = await cycle.broker.position(cycle.symbol)
         if position is not None:
             cycle.response.has_position = True
@@ -394,18 +395,3 @@ async def _position_or_none(cycle: _Cycle) -> ExchangePosition | None:
         return await cycle.broker.position(cycle.symbol)
     except TradebotError:
         return None
-
-
-def _trade_data(record: ClosedTradeRecord) -> dict[str, str]:
-    return {
-        "side": record.side,
-        "entryPrice": dec(record.entry_price),
-        "exitPrice": dec(record.exit_price),
-        "quantity": dec(record.quantity),
-        "realizedPnl": dec(record.realized_pnl),
-        "fees": dec(record.fees),
-        "reason": record.reason,
-    }
-
-
-

@@ -27,7 +27,8 @@ async def test_buy_above_threshold_opens_a_protected_paper_position(executor, pa
     assert reply.has_position and reply.position.side == common_pb2.SIDE_LONG
     assert reply.position.stop_loss == "49000"
     assert reply.available_balance == "8995"           # 10000 - 1000 margin - 5 fee
-    assert any(e.action == "POSITION_OPENED" for e in reply.events)
+    assert reply.position.entry_client_order_id == reply.order.client_order_id
+    assert not reply.events                            # the gateway logs the entry from `order`
     stored = await db.paperpositions.find_one({"connectionId": connection_id})
     assert stored["quantity"] == "0.2" and stored["stopLoss"] == "49000"
 
@@ -77,11 +78,11 @@ async def test_stop_loss_on_a_later_candle_books_the_closed_trade(executor, pape
     assert trade.reason == "STOP_LOSS" and trade.exit_price == "49000"
     assert trade.realized_pnl == "-209.9"                          # -200 - 5 - 4.9
     assert later.daily_realized_pnl == "-209.9"
-    assert any(e.log_type == "TRADE" and e.action == "POSITION_CLOSED" for e in later.events)
+    assert not later.events                            # the gateway logs the trade from `closed_trades`
     assert not later.order.placed                                  # HOLD: no new entry
 
 
-async def test_daily_loss_trip_closes_and_pauses(executor, paper_connection, db):
+async def test_daily_loss_trip_closes_and_pauses(executor, paper_connection, db, caplog):
     user_id, _ = paper_connection
     tight = config(max_daily_loss="100")
     opened = await executor.stub.RunCycle(request(user_id=user_id, tick_id="t1", bot_config=tight))
@@ -94,8 +95,9 @@ async def test_daily_loss_trip_closes_and_pauses(executor, paper_connection, db)
     assert not tripped.has_position and not tripped.order.placed
     [trade] = tripped.closed_trades
     assert trade.reason == "EMERGENCY_STOP"
-    critical = [e for e in tripped.events if e.severity == "CRITICAL" and e.log_type == "SAFETY"]
-    assert critical and critical[0].data["maxDailyLoss"] == "100"
+    assert tripped.safety.details["maxDailyLoss"] == "100"
+    assert "safety stop DAILY_LOSS" in tripped.decision
+    assert any(r.levelname == "CRITICAL" and r.getMessage() == "safety stop" for r in caplog.records)
     assert await db.paperpositions.count_documents({}) == 0
 
 
