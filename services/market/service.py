@@ -104,13 +104,13 @@ class MarketDataService:
 
         lookup = await self._candles.get((symbol, interval, limit), load)
         now_ms = int(self._clock() * 1000)
-        closed_bars = [bar for bar in lookup.value if bar.close_time_ms < now_ms][-limit:]
-        flags = [True] * len(closed_bars)
+        bars = [bar for bar in lookup.value if bar.close_time_ms < now_ms][-limit:]
+        closed = [True] * len(bars)
         if include_open:
-            open_bars = [bar for bar in lookup.value if bar.close_time_ms >= now_ms]
-            closed_bars += open_bars
-            flags += [False] * len(open_bars)
-        return CandleWindow(symbol, interval, closed_bars, flags, lookup.from_cache)
+            in_progress = [bar for bar in lookup.value if bar.close_time_ms >= now_ms]
+            bars += in_progress
+            closed += [False] * len(in_progress)
+        return CandleWindow(symbol, interval, bars, closed, lookup.from_cache)
 
     async def price(self, symbol: str, deadline: float | None) -> PriceQuote:
         symbol = normalise_symbol(symbol)

@@ -14,7 +14,8 @@ Prices come from the simulated feed (services.market.sources.simulated)
 evaluated at the fake's clock, so tests can move time without sleeping.
 
 Tests program faults per path (``fail_next``) and read request counts per
-path (``count``). In-process: ``with FakeBinanceMarket() as fake: fake.url``.
+path (``count``). In-process (it runs in its own thread and loop):
+``with FakeBinanceMarket() as fake: fake.url`` or ``async with FakeBinanceMarket() as fake``.
 As a process: ``python -m tests.fakes.binance_market --port N [--latency-ms 50]``
 prints ``READY http://127.0.0.1:N``.
 """
@@ -228,6 +229,12 @@ class FakeBinanceMarket:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
+    async def __aenter__(self) -> FakeBinanceMarket:
+        return await asyncio.to_thread(self.start)
+
+    async def __aexit__(self, *exc: object) -> None:
+        await asyncio.to_thread(self.stop)
+
     def _serve_in_thread(self) -> None:
         loop = asyncio.new_event_loop()
         self._loop = loop
@@ -248,13 +255,12 @@ class FakeBinanceMarket:
         app.router.add_get("/fapi/v1/premiumIndex", self._premium_index)
         app.router.add_get("/fapi/v1/time", self._time)
         app.router.add_get("/fapi/v1/ping", self._ping)
-        self._runner = web.AppRunner(app, access_log=None)
+        # A short shutdown timeout: a test may stop the fake while a delayed answer is pending.
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port)
         await site.start()
-        server = site._server  # aiohttp exposes the bound socket only here
-        assert server is not None
-        self.port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.port = int(self._runner.addresses[0][1])
 
     async def _shutdown(self) -> None:
         if self._runner is not None:

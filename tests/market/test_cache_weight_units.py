@@ -163,3 +163,19 @@ def test_settings_read_every_variable_and_reject_bad_values():
         MarketSettings.from_env({"MARKET_DATA_SOURCE": "coinbase"})
     with pytest.raises(SettingsError, match="MARKET_WEIGHT_BUDGET_SHARE"):
         MarketSettings.from_env({"MARKET_WEIGHT_BUDGET_SHARE": "1.5"})
+
+
+async def test_fake_binance_speaks_the_real_kline_shape_and_counts_weight():
+    import aiohttp
+
+    from tests.fakes.binance_market import FakeBinanceMarket
+
+    async with FakeBinanceMarket(clock=FakeClock()) as fake, aiohttp.ClientSession() as session:
+        async with session.get(f"{fake.url}/fapi/v1/klines", params={"symbol": "BTCUSDT", "interval": "1m", "limit": "150"}) as answer:
+            rows = await answer.json()
+            assert answer.headers["X-MBX-USED-WEIGHT-1M"] == "2"
+        assert len(rows) == 150 and all(len(row) == 12 for row in rows)
+        assert isinstance(rows[0][0], int) and all(isinstance(value, str) for value in rows[0][1:6])
+        async with session.get(f"{fake.url}/fapi/v1/klines", params={"symbol": "NOPE", "interval": "1m"}) as answer:
+            assert answer.status == 400 and (await answer.json())["code"] == -1121
+        assert fake.count("/fapi/v1/klines") == 2
