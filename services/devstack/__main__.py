@@ -113,7 +113,11 @@ def main() -> int:
             credentials_keys=keys,
             mongodb_db=database,
             ports=ports,
-            env={"market": {"MARKET_DATA_SOURCE": env_str("MARKET_DATA_SOURCE", "simulated")}},
+            env={
+                "market": {"MARKET_DATA_SOURCE": env_str("MARKET_DATA_SOURCE", "simulated")},
+                # Without an OpenAI key, asking for AI confirmation would only log a fallback per bot.
+                "gateway": {"TICK_USE_AI": env_str("TICK_USE_AI", "true" if os.environ.get("OPENAI_API_KEY") else "false")},
+            },
             echo=echo,
             log_dir=log_dir,
         )

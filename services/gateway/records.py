@@ -172,7 +172,11 @@ def cycle_logs(
 ) -> list[dict[str, Any]]:
     logs = [analysis_log(identity, interval, price, analysis, now, decision=cycle.decision)]
     logs.extend(ai_fallback_logs(identity, analysis, now))
-    if cycle.order.placed:
+    # The executor's own TRADE/SAFETY events are the record when it sends them; the
+    # gateway writes its own from the structured fields only when it does not.
+    executor_trades = any(event.log_type == "TRADE" for event in cycle.events)
+    executor_safety = any(event.log_type == "SAFETY" for event in cycle.events)
+    if cycle.order.placed and not executor_trades:
         order = cycle.order
         side = side_name(order.side) or "UNKNOWN"
         logs.append(
@@ -194,7 +198,7 @@ def cycle_logs(
                 },
             )
         )  # fmt: skip
-    for trade in cycle.closed_trades:
+    for trade in [] if executor_trades else cycle.closed_trades:
         side = side_name(trade.side) or "UNKNOWN"
         logs.append(
             trade_log(
@@ -214,7 +218,7 @@ def cycle_logs(
                 },
             )
         )  # fmt: skip
-    if cycle.safety.tripped:
+    if cycle.safety.tripped and not executor_safety:
         safety = cycle.safety
         logs.append(
             trade_log(

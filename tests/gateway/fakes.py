@@ -137,6 +137,7 @@ class FakeExecutor(executor_pb2_grpc.ExecutorServicer):
     unavailable: set[str] = field(default_factory=set)          # bot instance ids answering UNAVAILABLE
     safety_trips: set[str] = field(default_factory=set)         # bot instance ids tripping DAILY_LOSS
     closed_trades: dict[str, list[executor_pb2.ClosedTrade]] = field(default_factory=dict)
+    events: dict[str, list[executor_pb2.ExecutorEvent]] = field(default_factory=dict)
     gate: asyncio.Event | None = None                           # set: every call waits for it
     entered: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -149,7 +150,8 @@ class FakeExecutor(executor_pb2_grpc.ExecutorServicer):
         if bot_id in self.unavailable:
             await context.abort(grpc.StatusCode.UNAVAILABLE, "exchange connection timed out")
         response = executor_pb2.RunCycleResponse(
-            closed_trades=self.closed_trades.get(bot_id, []), daily_realized_pnl="0", available_balance="1000"
+            closed_trades=self.closed_trades.get(bot_id, []), daily_realized_pnl="0", available_balance="1000",
+            events=self.events.get(bot_id, []),
         )
         if bot_id in self.safety_trips:
             response.safety.CopyFrom(

@@ -335,3 +335,23 @@ def asyncio_event():
     import asyncio
 
     return asyncio.Event()
+
+
+async def test_executor_events_are_written_as_is_without_duplicates(gateway):
+    [bot_id] = gateway.add_bots(1)
+    gateway.fakes.executor.safety_trips.add(str(bot_id))
+    gateway.fakes.executor.events[str(bot_id)] = [
+        executor_pb2.ExecutorEvent(log_type="TRADE", severity="INFO", action="POSITION_CLOSED",
+                                   message="closed by the safety stop", data={"realizedPnl": "-20"}),
+        executor_pb2.ExecutorEvent(log_type="SAFETY", severity="CRITICAL", action="EMERGENCY_STOP",
+                                   message="safety stop (DAILY_LOSS)", data={"dailyPnl": "-120"}),
+    ]  # fmt: skip
+    await gateway.tick()
+    logs = {(log["logType"], log["severity"], log["action"]) for log in gateway.logs(bot_id)}
+    assert logs == {
+        ("ANALYSIS", "INFO", "BUY"),
+        ("TRADE", "INFO", "POSITION_CLOSED"),
+        ("SAFETY", "CRITICAL", "EMERGENCY_STOP"),
+    }
+    [safety] = gateway.logs(bot_id, logType="SAFETY")
+    assert safety["data"] == {"dailyPnl": "-120"} and safety["message"] == "safety stop (DAILY_LOSS)"
