@@ -6,10 +6,9 @@ import asyncio
 import logging
 import sys
 
-from prometheus_client import start_http_server
-
 from services.common.grpc_server import serve
 from services.common.jsonlog import configure_logging
+from services.common.metrics import install_grpc_latency_hook, start_metrics_server
 from services.common.settings import SettingsError
 from services.strategy.server import build_analyzer, strategy_binding
 from services.strategy.settings import StrategySettings
@@ -19,8 +18,6 @@ log = logging.getLogger("services.strategy")
 
 async def run(settings: StrategySettings) -> None:
     analyzer = build_analyzer(settings)
-    if settings.metrics_port:
-        start_http_server(settings.metrics_port, addr=settings.grpc_host)
     log.info(
         "strategy settings",
         extra={"aiConfigured": settings.ai_configured, "openaiModel": settings.openai_model},
@@ -38,6 +35,8 @@ def main() -> None:
     configure_logging("strategy")
     try:
         settings = StrategySettings.from_env()
+        install_grpc_latency_hook()
+        start_metrics_server()  # METRICS_PORT; unset or 0 keeps it off
     except SettingsError as error:
         log.error("invalid configuration", extra={"reason": str(error)})
         sys.exit(2)

@@ -7,6 +7,7 @@ identical request through the single-flight cache (see analysis_cache).
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import dataclass, field
 
 from services.strategy import metrics
@@ -20,6 +21,8 @@ from services.strategy.strategies import strategy_for
 from services.strategy.strategies.base import Decision, Strategy
 from services.strategy.trend import TrendAssessment, assess_trend
 from tradebot.v1 import strategy_pb2
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -94,7 +97,7 @@ class Analyzer:
         """The analysis and whether it was shared from another identical request."""
         job = job_from_request(request)
         analysis, cached = await self._cache.get_or_compute(job.cache_key, lambda: self._compute(job))
-        metrics.ANALYSES.labels(job.strategy.name, analysis.signal.action, str(cached).lower()).inc()
+        metrics.record_analysis(job.strategy.name, analysis.signal.action, cached, analysis.ai.requested)
         return analysis, cached
 
     async def _compute(self, job: AnalysisJob) -> Analysis:
@@ -110,23 +113,34 @@ class Analyzer:
             trend=trend,
             last_candle_open_time_ms=job.candles.last_open_time_ms,
         )
-        if not job.use_ai or technical.action == "HOLD":
-            return base  # a HOLD costs no AI call
-        return await self._confirm(job, base)
+        analysis = base
+        if job.use_ai and technical.action != "HOLD":  # a HOLD costs no AI call
+            analysis = await self._confirm(job, base)
+        log.info(
+            "analysis computed",
+            extra={
+                "strategy": job.strategy.name,
+                "symbol": job.symbol,
+                "interval": job.interval,
+                "technicalAction": technical.action,
+                "action": analysis.signal.action,
+                "confidence": analysis.signal.confidence,
+                "aiUsed": analysis.ai.used,
+                "aiFallbackReason": analysis.ai.fallback_reason or None,
+            },
+        )
+        return analysis
 
     async def _confirm(self, job: AnalysisJob, base: Analysis) -> Analysis:
         facts = PromptFacts(
             job.symbol, job.interval, job.strategy.name, base.technical, base.indicators, base.trend, job.candles
         )
         outcome = await self._confirmer.confirm(facts)
-        metrics.AI_TOKENS.labels("prompt").inc(outcome.prompt_tokens)
-        metrics.AI_TOKENS.labels("completion").inc(outcome.completion_tokens)
+        metrics.record_ai_tokens(outcome.prompt_tokens, outcome.completion_tokens)
         if outcome.answer is None:
             reason = outcome.failure or "AI gave no answer"
             kind = outcome.failure_kind or "unknown"
-            metrics.AI_FALLBACKS.labels(kind).inc()
-            if kind != "not_configured":
-                metrics.AI_REQUESTS.labels("failed").inc()
+            metrics.record_ai_fallback(kind)
             signal = fallback_without_ai(base.technical, self._fallback_factor, reason)
             ai = AiReport(
                 requested=True,
@@ -136,7 +150,7 @@ class Analyzer:
                 completion_tokens=outcome.completion_tokens,
             )
         else:
-            metrics.AI_REQUESTS.labels("answered").inc()
+            metrics.record_ai_answer()
             signal = combine_with_ai(base.technical, outcome.answer)
             ai = AiReport(
                 requested=True,

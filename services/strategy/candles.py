@@ -7,6 +7,7 @@ candle's values still move and would make the signal flicker.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -16,6 +17,8 @@ from numpy.typing import NDArray
 from services.common.decimals import parse_decimal
 from services.common.errors import InvalidArgument
 from tradebot.v1 import common_pb2
+
+SYMBOL_PATTERN = re.compile(r"[A-Z0-9]{2,32}")
 
 # Binance kline intervals (USDⓈ-M futures).
 VALID_INTERVALS: frozenset[str] = frozenset(
@@ -45,7 +48,7 @@ class CandleSeries:
 def validate_symbol_and_interval(symbol: str, interval: str) -> None:
     if not symbol.strip():
         raise InvalidArgument("symbol must not be empty")
-    if not symbol.isalnum() or symbol != symbol.upper():
+    if not SYMBOL_PATTERN.fullmatch(symbol):
         raise InvalidArgument(f"symbol must be upper-case letters and digits like BTCUSDT, got {symbol!r}")
     if interval not in VALID_INTERVALS:
         raise InvalidArgument(f"interval must be one of {', '.join(sorted(VALID_INTERVALS))}, got {interval!r}")

@@ -23,7 +23,6 @@ class StrategySettings:
     openai_max_retries: int
     ai_fallback_confidence_factor: float
     analysis_cache_max_entries: int
-    metrics_port: int  # 0: no Prometheus HTTP endpoint
 
     @property
     def ai_configured(self) -> bool:
@@ -45,5 +44,4 @@ class StrategySettings:
                 "AI_FALLBACK_CONFIDENCE_FACTOR", 0.8, minimum=0.0, maximum=1.0, env=env
             ),
             analysis_cache_max_entries=env_int("ANALYSIS_CACHE_MAX_ENTRIES", 1024, minimum=1, env=env),
-            metrics_port=env_int("STRATEGY_METRICS_PORT", 0, minimum=0, maximum=65535, env=env),
         )

@@ -6,6 +6,7 @@ import asyncio
 
 import grpc
 import pytest
+from prometheus_client import REGISTRY
 
 from services.common.grpc_server import start_server
 from services.strategy.analysis_cache import SingleFlightCache
@@ -17,6 +18,10 @@ from tradebot.v1 import strategy_pb2_grpc
 BOTS = 20
 
 
+def metric(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
 async def test_concurrent_identical_requests_make_exactly_one_ai_call(fake_openai):
     fake_openai.latency_ms = 150  # the first call is still in flight when the others arrive
     analyzer = make_analyzer(strategy_settings(fake_openai.base_url))
@@ -25,12 +30,16 @@ async def test_concurrent_identical_requests_make_exactly_one_ai_call(fake_opena
         async with grpc.aio.insecure_channel(f"127.0.0.1:{service.port}") as channel:
             stub = strategy_pb2_grpc.StrategyStub(channel)
             request = analyze_request(1, use_ai=True)
+            answered_before = metric("tradebot_strategy_ai_requests_total", outcome="answered")
+            saved_before = metric("tradebot_ai_calls_total", outcome="cached")
             replies = await asyncio.gather(*(stub.Analyze(request) for _ in range(BOTS)))
             assert fake_openai.request_count == 1
             assert sum(not reply.cached for reply in replies) == 1
             assert all(reply.ai.used for reply in replies)
             assert sum(reply.ai.cached for reply in replies) == BOTS - 1
             assert len({reply.signal.SerializeToString() for reply in replies}) == 1
+            assert metric("tradebot_strategy_ai_requests_total", outcome="answered") == answered_before + 1
+            assert metric("tradebot_ai_calls_total", outcome="cached") == saved_before + BOTS - 1
 
             # Later in the same tick: still the same question, still one call.
             again = await stub.Analyze(request)

@@ -176,8 +176,8 @@ def test_trend_rider_near_its_thresholds():
 
 
 def test_range_scalper_near_its_thresholds():
-    oversold = bullish(rsi=35.0, bb_percent_b=0.05)
-    assert (run(RangeScalperStrategy, oversold, sideways(10)).action, run(RangeScalperStrategy, oversold, sideways(10)).confidence) == ("BUY", 55.0)
+    at_bar = run(RangeScalperStrategy, bullish(rsi=35.0, bb_percent_b=0.05), sideways(10))
+    assert (at_bar.action, at_bar.confidence) == ("BUY", 55.0)
     assert run(RangeScalperStrategy, bullish(rsi=35.01, bb_percent_b=0.05), sideways(10)).action == "HOLD"
     assert run(RangeScalperStrategy, bullish(rsi=35.0, bb_percent_b=0.0501), sideways(10)).action == "HOLD"
     # deep: 55 + 25 * min(1, 15/15) + 20 * min(1, 0.35/0.3) = 100
