@@ -173,6 +173,15 @@ class BinanceMarketSource:
             retry=retry_if_exception_type(Unavailable),
             sleep=self._sleep,
             reraise=True,
+            before_sleep=lambda state: log.warning(
+                "retrying binance request",
+                extra={
+                    "request": what,
+                    "attempt": state.attempt_number,
+                    "waitSeconds": round(state.upcoming_sleep, 3),
+                    "reason": str(state.outcome.exception()) if state.outcome else "",
+                },
+            ),
         )
         async for attempt in retrying:
             with attempt:
