@@ -143,3 +143,22 @@ async def test_a_close_made_outside_the_bot_is_external(
     fake.manual_order("BTCUSDT", "SELL", Decimal("0.010"))  # the user closes it in Binance's app
     record = await broker.closed_trade("BTCUSDT", "LONG", open_time)
     assert record is not None and record.reason == "EXTERNAL"
+
+
+async def test_unknown_open_time_books_the_latest_round_trip_with_one_history_read(
+    fake: FakeBinanceFutures, broker: BinanceFuturesBroker
+) -> None:
+    await broker.open_position(EntryOrder("BTCUSDT", "LONG", Decimal("0.010"), "bot1-t1-entry", Decimal("50000")))
+    await broker.close_position("BTCUSDT", "bot1-t1-close", "EMERGENCY_STOP")
+    fake.set_mark_price("BTCUSDT", "52000")
+    await broker.open_position(EntryOrder("BTCUSDT", "LONG", Decimal("0.020"), "bot1-t2-entry", Decimal("52000")))
+    fake.set_mark_price("BTCUSDT", "52500")
+    fake.manual_order("BTCUSDT", "SELL", Decimal("0.020"))
+    reads_before = len(fake.orders_sent("/fapi/v1/userTrades", "GET"))
+
+    record = await broker.closed_trade("BTCUSDT", "LONG", 0)  # the caller did not know when it opened
+
+    assert record is not None
+    assert (record.entry_price, record.exit_price, record.quantity) == (Decimal("52000"), Decimal("52500"), Decimal("0.02"))
+    assert record.reason == "EXTERNAL"
+    assert len(fake.orders_sent("/fapi/v1/userTrades", "GET")) - reads_before == 1

@@ -50,11 +50,11 @@ from services.executor.brokers.base import (
 from services.executor.brokers.binance_account import AccountShared, shared_state
 from services.executor.brokers.binance_records import (
     QUOTE_ASSET,
-    book_trade,
     close_reason,
     dec,
     fill_from_order,
     parse_position,
+    round_trips,
     usdt_fee,
 )
 
@@ -71,6 +71,8 @@ FILLED_STATES = {"FILLED", "PARTIALLY_FILLED"}
 FINAL_UNFILLED_STATES = {"CANCELED", "EXPIRED", "REJECTED", "EXPIRED_IN_MATCH"}
 USER_TRADES_WINDOW_MS = 7 * 24 * 3600 * 1000  # userTrades answers at most 7 days per query
 OPEN_TIME_SLACK_MS = 1000  # the entry fill may be stamped a moment before the caller's open time
+CLOCK_MARGIN_MS = 5000
+HISTORY_LIMIT_MS = 183 * 24 * 3600 * 1000  # userTrades keeps about six months
 
 
 def _check_client_id(client_id: str) -> None:
@@ -433,13 +435,20 @@ class BinanceFuturesBroker:
 
     # ------------------------------------------------------------ records
     async def closed_trade(self, symbol: str, side: PositionSide, open_time_ms: int) -> ClosedTradeRecord | None:
-        trades = await self._user_trades(symbol, open_time_ms - OPEN_TIME_SLACK_MS)
-        booked = book_trade(trades, side)
-        if booked is None:
+        """The round trip that opened at ``open_time_ms``; with ``open_time_ms`` 0 (unknown), the latest one."""
+        # A fill stamped just now must not be cut off by clock error: end the history a little ahead.
+        until = self._server_now_ms() + CLOCK_MARGIN_MS
+        known_open = open_time_ms > 0
+        # Unknown open time: exactly one userTrades window, the latest.
+        since = open_time_ms - OPEN_TIME_SLACK_MS if known_open else until - USER_TRADES_WINDOW_MS + 1
+        trades = await self._user_trades(symbol, max(since, until - HISTORY_LIMIT_MS), until)
+        trips = round_trips(trades, side)
+        if not trips:
             return None
+        booked = trips[0] if known_open else trips[-1]
         algo_orders = await self._read(
             f"algo order history of {symbol}",
-            lambda: self._client.futures_get_all_algo_orders(symbol=symbol, startTime=open_time_ms - OPEN_TIME_SLACK_MS),
+            lambda: self._client.futures_get_all_algo_orders(symbol=symbol, startTime=booked.open_time_ms - OPEN_TIME_SLACK_MS),
         )
         reason = close_reason(booked.closing_order_ids, algo_orders or [], self._shared.own_closes)
         self._shared.invalidate_income()
@@ -456,11 +465,11 @@ class BinanceFuturesBroker:
             close_time_ms=booked.close_time_ms,
         )
 
-    async def _user_trades(self, symbol: str, since_ms: int) -> list[dict[str, Any]]:
-        """userTrades from ``since_ms`` to now, walking 7-day windows and 1000-row pages."""
-        now = int(time.time() * 1000) + self._client.timestamp_offset
+    async def _user_trades(self, symbol: str, since_ms: int, until_ms: int) -> list[dict[str, Any]]:
+        """userTrades between the two times, walking 7-day windows and 1000-row pages."""
+        now = until_ms
         rows: dict[int, dict[str, Any]] = {}
-        start = since_ms
+        start = min(since_ms, now)
         for _ in range(60):  # bounded: 60 pages
             end = min(start + USER_TRADES_WINDOW_MS - 1, now)
             page = await self._read(
@@ -477,6 +486,9 @@ class BinanceFuturesBroker:
             else:
                 start = end + 1
         return list(rows.values())
+
+    def _server_now_ms(self) -> int:
+        return int(time.time() * 1000) + int(self._client.timestamp_offset)
 
     async def realized_pnl_since(self, symbol: str, since_ms: int) -> Decimal:
         """Realised PnL plus commissions (income history), cached per account; see ``AccountShared``."""

@@ -84,48 +84,51 @@ class BookedTrade:
     closing_order_ids: frozenset[str]
 
 
-def book_trade(trades: Iterable[Mapping[str, Any]], side: PositionSide) -> BookedTrade | None:
-    """The first complete round trip in ``trades`` (time order) for a ``side`` position; None if not closed yet."""
+def round_trips(trades: Iterable[Mapping[str, Any]], side: PositionSide) -> list[BookedTrade]:
+    """Every complete round trip of a ``side`` position in ``trades``, oldest first.
+
+    A round trip runs from an opening fill until the net quantity is back to
+    zero; closing fills before the first opening one (the tail of an earlier
+    position) and an unfinished last position are left out.
+    """
     opening_side = "BUY" if side == "LONG" else "SELL"
     ordered = sorted(trades, key=lambda t: (int(t.get("time", 0)), int(t.get("id", 0))))
+    booked: list[BookedTrade] = []
+    current: list[Mapping[str, Any]] = []
     net = Decimal(0)
-    opened = closed = Decimal(0)
-    open_cost = close_value = pnl = fees = Decimal(0)
-    open_time = close_time = 0
-    closing_orders: set[str] = set()
     for trade in ordered:
-        qty, price = dec(trade, "qty"), dec(trade, "price")
-        if trade.get("side") == opening_side:
-            if net == 0 and opened > 0:
-                break  # a new position started after this one closed
-            if opened == 0:
-                open_time = int(trade.get("time", 0))
-            net += qty
-            opened += qty
-            open_cost += qty * price
-        else:
-            if opened == 0:
-                continue  # the tail of an earlier position
-            net -= qty
-            closed += qty
-            close_value += qty * price
-            pnl += dec(trade, "realizedPnl")
-            close_time = int(trade.get("time", 0))
-            closing_orders.add(str(trade.get("orderId")))
-        fees += usdt_fee([trade])
-        if opened > 0 and net <= 0:
-            break
-    if opened == 0 or net > 0 or closed == 0:
-        return None
+        opening = trade.get("side") == opening_side
+        if not current and not opening:
+            continue
+        current.append(trade)
+        net += dec(trade, "qty") if opening else -dec(trade, "qty")
+        if net <= 0:
+            booked.append(_book(current, opening_side))
+            current, net = [], Decimal(0)
+    return booked
+
+
+def book_trade(trades: Iterable[Mapping[str, Any]], side: PositionSide) -> BookedTrade | None:
+    """The first complete round trip (the position that opened first); None if it has not closed yet."""
+    trips = round_trips(trades, side)
+    return trips[0] if trips else None
+
+
+def _book(fills: list[Mapping[str, Any]], opening_side: str) -> BookedTrade:
+    opens = [t for t in fills if t.get("side") == opening_side]
+    closes = [t for t in fills if t.get("side") != opening_side]
+    opened = sum((dec(t, "qty") for t in opens), Decimal(0))
+    closed = sum((dec(t, "qty") for t in closes), Decimal(0))
+    fees = usdt_fee(fills)
     return BookedTrade(
-        entry_price=open_cost / opened,
-        exit_price=close_value / closed,
+        entry_price=sum((dec(t, "qty") * dec(t, "price") for t in opens), Decimal(0)) / opened,
+        exit_price=sum((dec(t, "qty") * dec(t, "price") for t in closes), Decimal(0)) / closed,
         quantity=opened,
-        realized_pnl=pnl - fees,
+        realized_pnl=sum((dec(t, "realizedPnl") for t in closes), Decimal(0)) - fees,
         fees=fees,
-        open_time_ms=open_time,
-        close_time_ms=close_time,
-        closing_order_ids=frozenset(closing_orders),
+        open_time_ms=int(opens[0].get("time", 0)),
+        close_time_ms=int(closes[-1].get("time", 0)),
+        closing_order_ids=frozenset(str(t.get("orderId")) for t in closes),
     )
 
 
