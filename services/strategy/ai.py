@@ -119,18 +119,19 @@ class OpenAiConfirmer:
         if not completion.choices:
             return self._failed("malformed", "AI answer had no choices", request_id=request_id, **tokens)
         choice = completion.choices[0]
+        failure: tuple[str, str] | None = None
         if choice.message.refusal:
-            return self._failed("refusal", f"AI refused: {choice.message.refusal[:200]}", request_id=request_id, **tokens)
-        if choice.finish_reason == "length":
-            return self._failed("truncated", "AI answer truncated (finish_reason length)", request_id=request_id, **tokens)
-        if choice.finish_reason == "content_filter":
-            return self._failed("refusal", "AI answer blocked by the content filter", request_id=request_id, **tokens)
+            failure = ("refusal", f"AI refused: {choice.message.refusal[:200]}")
+        elif choice.finish_reason == "length":
+            failure = ("truncated", "AI answer truncated (finish_reason length)")
+        elif choice.finish_reason == "content_filter":
+            failure = ("refusal", "AI answer blocked by the content filter")
+        if failure is not None:
+            return self._failed(*failure, request_id=request_id, **tokens)
         try:
             answer = AiAnswer.model_validate_json(choice.message.content or "")
         except ValidationError:
-            return self._failed(
-                "malformed", "AI answer did not match the schema", request_id=request_id, **tokens
-            )
+            return self._failed("malformed", "AI answer did not match the schema", request_id=request_id, **tokens)
         decision = Decision(answer.action, float(answer.confidence), answer.reason)
         return AiOutcome(self.model, answer=decision, **tokens)
 
@@ -143,7 +144,9 @@ class OpenAiConfirmer:
         prompt_tokens: int = 0,
         completion_tokens: int = 0,
     ) -> AiOutcome:
-        log.warning("AI confirmation failed", extra={"failureKind": kind, "reason": text, "openaiRequestId": request_id})
+        log.warning(
+            "AI confirmation failed", extra={"failureKind": kind, "reason": text, "openaiRequestId": request_id}
+        )
         return AiOutcome(
             self.model,
             failure=text,

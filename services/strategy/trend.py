@@ -45,7 +45,10 @@ def assess_trend(indicators: Indicators) -> TrendAssessment:
     spread = (fast - slow) / slow * 100.0
     strength = 50.0 * min(1.0, abs(spread) / FULL_SPREAD_PCT) + 50.0 * min(1.0, abs(slope) / FULL_SLOPE_PCT)
     strength = round(strength, 2)
-    facts = f"EMA21={fast:.6g}, EMA50={mid:.6g}, EMA200={slow:.6g}, EMA50 slope {slope:+.4f}% over {SLOPE_LOOKBACK} candles"
+    facts = (
+        f"EMA21={fast:.6g}, EMA50={mid:.6g}, EMA200={slow:.6g}, "
+        f"EMA50 slope {slope:+.4f}% over {SLOPE_LOOKBACK} candles"
+    )
     direction: Direction
     if fast > mid > slow and slope > SLOPE_THRESHOLD_PCT:
         direction, why = "UP", f"EMA21 > EMA50 > EMA200 and EMA50 slope > +{SLOPE_THRESHOLD_PCT}%"

@@ -50,7 +50,8 @@ async def test_concurrent_identical_requests_make_exactly_one_ai_call(fake_opena
             assert fake_openai.request_count == 2
 
             # Next tick: a new closed candle is a new question.
-            next_tick = analyze_request(1, factory.uptrend_closes() + [factory.uptrend_closes()[-1] * 1.003], use_ai=True)
+            closes = factory.uptrend_closes()
+            next_tick = analyze_request(1, [*closes, closes[-1] * 1.003], use_ai=True)
             reply = await stub.Analyze(next_tick)
             assert not reply.cached and fake_openai.request_count == 3
     finally:
