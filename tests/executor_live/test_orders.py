@@ -204,3 +204,18 @@ async def test_an_executed_entry_is_reported_even_when_its_fee_cannot_be_read(
 
     assert fill.quantity == Decimal("0.012") and fill.fee == 0
     assert fake.position("BTCUSDT").amount == Decimal("0.012")
+
+
+async def test_an_order_in_hedge_mode_is_refused_with_a_clear_mode_error(
+    fake: FakeBinanceFutures, broker: BinanceFuturesBroker
+) -> None:
+    fake.default_account.dual_side = True  # switched in Binance's app after preparation
+    with pytest.raises(FailedPrecondition, match="position mode.*-4061"):
+        await broker.open_position(entry())
+    assert fake.position("BTCUSDT").amount == 0
+
+
+async def test_fake_mark_price_is_served_as_binance_premium_index(fake: FakeBinanceFutures, broker: BinanceFuturesBroker) -> None:
+    fake.set_mark_price("BTCUSDT", "61234.5")
+    answer = await broker._client.futures_mark_price(symbol="BTCUSDT")  # the real client's own call
+    assert answer["symbol"] == "BTCUSDT" and Decimal(answer["markPrice"]) == Decimal("61234.5")

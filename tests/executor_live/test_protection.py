@@ -6,7 +6,7 @@ from decimal import Decimal
 
 import pytest
 
-from services.common.errors import FailedPrecondition
+from services.common.errors import FailedPrecondition, InvalidArgument
 from services.executor.brokers.base import EntryOrder, ProtectiveOrders
 from services.executor.brokers.binance import BinanceFuturesBroker
 from tests.fakes.binance_futures import FakeBinanceFutures
@@ -162,3 +162,12 @@ async def test_unknown_open_time_books_the_latest_round_trip_with_one_history_re
     assert (record.entry_price, record.exit_price, record.quantity) == (Decimal("52000"), Decimal("52500"), Decimal("0.02"))
     assert record.reason == "EXTERNAL"
     assert len(fake.orders_sent("/fapi/v1/userTrades", "GET")) - reads_before == 1
+
+
+async def test_a_stop_price_off_the_tick_is_invalid_and_nothing_is_placed(
+    fake: FakeBinanceFutures, broker: BinanceFuturesBroker
+) -> None:
+    await open_long(broker)
+    with pytest.raises(InvalidArgument, match="-4014"):
+        await broker.protect("BTCUSDT", "LONG", Decimal("48500.05"), Decimal("53000.0"), "bot1-t1-sl", "bot1-t1-tp")
+    assert await broker.protective_orders("BTCUSDT") == ProtectiveOrders(None, None, None, None)
