@@ -226,9 +226,16 @@ def build_package(service: str, workdir: Path) -> Path:
                 target = destination / origin.name if copy.destination.endswith("/") else destination
                 target.parent.mkdir(parents=True, exist_ok=True)
                 target.write_bytes(origin.read_bytes())
-    protoc = next(run.arguments for run in builder.all("RUN") if "grpc_tools.protoc" in run.arguments)
-    generate = protoc[protoc.index("mkdir -p generated"):]
-    subprocess.run(["bash", "-c", generate.replace("python ", f"{sys.executable} ")], cwd=context, check=True)
+    # Every builder step that does not download: reading the pins, protoc.
+    # (Installing into /opt/venv is replaced by the wheel build below.)
+    for run in builder.all("RUN"):
+        for step in run.arguments.split(" && "):
+            step = step.strip()
+            if "pip install" in step or step.startswith("/opt/venv"):
+                continue
+            step = re.sub(r"^python ", f"{sys.executable} ", step)
+            done = subprocess.run(["sh", "-c", step], cwd=context, capture_output=True, text=True, check=False)
+            assert done.returncode == 0, f"{service}: builder step failed: {step}\n{done.stderr}"
     wheels = workdir / "wheels"
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation", "-w", str(wheels), "."],
@@ -254,7 +261,14 @@ def packaged(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path]:
 def test_builder_packages_this_service_common_and_generated_code(
     service: str, packaged: Callable[[str], Path]
 ) -> None:
-    names = zipfile.ZipFile(packaged(service)).namelist()
+    wheel = packaged(service)
+    project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
+    installed = (wheel.parent.parent / "src" / "requirements.txt").read_text().split()
+    assert installed == project["dependencies"] + project["optional-dependencies"][service]
+    protoc_pin = (wheel.parent.parent / "src" / "protoc-requirements.txt").read_text().split()
+    grpcio_pin = next(pin for pin in project["dependencies"] if pin.startswith("grpcio=="))
+    assert protoc_pin == [grpcio_pin.replace("grpcio", "grpcio-tools")], "protoc matches the grpcio runtime"
+    names = zipfile.ZipFile(wheel).namelist()
     packages = {"/".join(name.split("/")[:2]) for name in names if name.endswith(".py")}
     assert {f"services/{service}", "services/common", "tradebot/v1"} <= packages
     assert {package for package in packages if package.startswith("services/") and package.count("/") == 1
