@@ -11,6 +11,8 @@ import json
 
 import grpc
 
+from services.common.tls import ClientTls, client_tls_from_env
+
 _SERVICE_CONFIG = json.dumps(
     {
         "loadBalancingConfig": [{"round_robin": {}}],
@@ -32,13 +34,11 @@ def normalise_target(address: str) -> str:
     return f"dns:///{address}"
 
 
-def make_channel(
-    address: str,
-    *,
-    root_certificates: bytes | None = None,
-    client_cert: bytes | None = None,
-    client_key: bytes | None = None,
-) -> grpc.aio.Channel:
+_FROM_ENV = object()
+
+
+def make_channel(address: str, *, tls: ClientTls | None | object = _FROM_ENV) -> grpc.aio.Channel:
+    """A channel to ``address``; TLS from ``tls`` or, by default, the GRPC_TLS_* environment."""
     options = [
         ("grpc.service_config", _SERVICE_CONFIG),
         ("grpc.enable_retries", 1),
@@ -46,9 +46,13 @@ def make_channel(
         ("grpc.max_receive_message_length", 16 * 1024 * 1024),
     ]
     target = normalise_target(address)
-    if root_certificates is None:
+    client_tls = client_tls_from_env() if tls is _FROM_ENV else tls
+    if client_tls is None:
         return grpc.aio.insecure_channel(target, options=options)
+    assert isinstance(client_tls, ClientTls)
     credentials = grpc.ssl_channel_credentials(
-        root_certificates=root_certificates, private_key=client_key, certificate_chain=client_cert
+        root_certificates=client_tls.root_certificates,
+        private_key=client_tls.client_key,
+        certificate_chain=client_tls.client_cert,
     )
     return grpc.aio.secure_channel(target, credentials, options=options)

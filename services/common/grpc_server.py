@@ -27,6 +27,7 @@ from grpc_reflection.v1alpha import reflection
 
 from services.common.errors import RETRY_AFTER_METADATA_KEY, ResourceExhausted, TradebotError
 from services.common.jsonlog import bot_instance_id_var, tick_id_var
+from services.common.tls import ServerTls, server_tls_from_env
 
 log = logging.getLogger(__name__)
 
@@ -41,13 +42,6 @@ class ServiceBinding:
     full_name: str
     servicer: Any
     add: Callable[[Any, grpc.aio.Server], None]
-
-
-@dataclass(frozen=True)
-class TlsConfig:
-    cert_chain: bytes
-    private_key: bytes
-    client_ca: bytes | None = None  # set: clients must present a certificate signed by it
 
 
 def _metadata_value(context: grpc.aio.ServicerContext, key: str) -> str | None:
@@ -122,7 +116,7 @@ async def start_server(
     *,
     host: str = "127.0.0.1",
     port: int = 0,
-    tls: TlsConfig | None = None,
+    tls: ServerTls | None = None,
 ) -> GrpcService:
     server = grpc.aio.server(
         interceptors=[_ErrorMappingInterceptor()],
@@ -162,11 +156,14 @@ async def serve(
     host: str,
     port: int,
     grace: float = 10.0,
-    tls: TlsConfig | None = None,
+    tls: ServerTls | None = None,
     on_stop: Callable[[], Awaitable[None]] | None = None,
 ) -> None:
-    """Run until SIGTERM/SIGINT, then drain in-flight calls and stop."""
-    service = await start_server(bindings, host=host, port=port, tls=tls)
+    """Run until SIGTERM/SIGINT, then drain in-flight calls and stop.
+
+    TLS comes from ``tls`` or, when not given, from the GRPC_TLS_* environment (see tls.py).
+    """
+    service = await start_server(bindings, host=host, port=port, tls=tls or server_tls_from_env())
     log.info("serving", extra={"grpcService": service_name, "address": f"{host}:{service.port}"})
     stop_requested = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -178,17 +175,3 @@ async def serve(
     if on_stop is not None:
         await on_stop()
     log.info("stopped")
-
-
-def load_tls_from_env(cert_path: str | None, key_path: str | None, client_ca_path: str | None) -> TlsConfig | None:
-    if not cert_path and not key_path:
-        return None
-    if not cert_path or not key_path:
-        raise ValueError("GRPC_TLS_CERT and GRPC_TLS_KEY must be set together")
-    with open(cert_path, "rb") as cert, open(key_path, "rb") as key:
-        chain, private = cert.read(), key.read()
-    client_ca = None
-    if client_ca_path:
-        with open(client_ca_path, "rb") as ca:
-            client_ca = ca.read()
-    return TlsConfig(chain, private, client_ca)
