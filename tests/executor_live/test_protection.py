@@ -171,3 +171,26 @@ async def test_a_stop_price_off_the_tick_is_invalid_and_nothing_is_placed(
     with pytest.raises(InvalidArgument, match="-4014"):
         await broker.protect("BTCUSDT", "LONG", Decimal("48500.05"), Decimal("53000.0"), "bot1-t1-sl", "bot1-t1-tp")
     assert await broker.protective_orders("BTCUSDT") == ProtectiveOrders(None, None, None, None)
+
+
+async def test_daily_realized_pnl_is_cached_per_account_and_refreshed_after_our_own_close(
+    fake: FakeBinanceFutures, broker: BinanceFuturesBroker
+) -> None:
+    open_time = await open_long(broker)
+    fake.set_mark_price("BTCUSDT", "51000")
+    await broker.close_position("BTCUSDT", "bot1-t1-close", "EMERGENCY_STOP")
+    since = open_time - 1000
+    first_close = Decimal("10") - Decimal("0.25") - Decimal("0.255")   # +10 PnL, entry and exit fees
+
+    assert await broker.realized_pnl_since("BTCUSDT", since) == first_close
+    assert await broker.realized_pnl_since("BTCUSDT", since) == first_close
+    assert len(fake.orders_sent("/fapi/v1/income", "GET")) == 1   # weight 30: read once
+
+    fake.manual_order("BTCUSDT", "BUY", Decimal("0.010"))          # a trade by hand: not seen until the cache expires
+    assert await broker.realized_pnl_since("BTCUSDT", since) == first_close
+
+    fake.set_mark_price("BTCUSDT", "50000")
+    await broker.close_position("BTCUSDT", "bot1-t2-close", "EMERGENCY_STOP")   # our own close refreshes it
+    # by hand: buy 0.01 at 51000 (fee 0.255); our close: sell at 50000, PnL −10, fee 0.25
+    assert await broker.realized_pnl_since("BTCUSDT", since) == first_close - Decimal("0.255") - Decimal("10") - Decimal("0.25")
+    assert len(fake.orders_sent("/fapi/v1/income", "GET")) == 2
