@@ -20,7 +20,7 @@ from typing import Any
 
 from pymongo import AsyncMongoClient, MongoClient
 
-from services.cli.context import mongo_settings, object_id, require_env
+from services.cli.context import database, mongo_settings, object_id, require_env
 from services.cli.errors import USAGE, CliError
 from services.common.jsonlog import register_secret
 
@@ -72,6 +72,8 @@ def _call_with_db(function: Callable[..., Any], *args: Any) -> Any:
 def _read_keys(args: argparse.Namespace) -> tuple[str, str]:
     if args.api_key_stdin:
         lines = sys.stdin.read().splitlines()
+        if args.mode == "paper" and not any(line.strip() for line in lines):
+            return "", ""
         if len(lines) < 2:
             raise CliError("--api-key-stdin expects two lines on stdin: the API key, then the API secret", USAGE)
         api_key, api_secret = lines[0].strip(), lines[1].strip()
@@ -85,6 +87,12 @@ def _read_keys(args: argparse.Namespace) -> tuple[str, str]:
     return api_key, api_secret
 
 
+def _describe(error: Exception) -> str:
+    """Project errors carry a safe message; anything else is shown by type only (its text might hold a value)."""
+    message = getattr(error, "message", None)
+    return message if isinstance(message, str) else type(error).__name__
+
+
 def _connection_id(result: Any) -> str:
     """store_connection may return the new id or the stored document."""
     if isinstance(result, dict):
@@ -96,30 +104,36 @@ def connection_add(args: argparse.Namespace) -> int:
     user_id = object_id(args.user_id, "--user-id")
     store_connection = _executor_function("store_connection")
     fernet = _multi_fernet()
+    with database() as db:
+        if db.users.find_one({"_id": user_id}, {"_id": 1}) is None:
+            raise CliError(f"no user {user_id}; create one with `tradebot user create --email ...`")
     if args.mode == "paper" and not args.api_key_stdin:
         api_key, api_secret = "", ""  # a paper account signs nothing
     else:
         api_key, api_secret = _read_keys(args)
     try:
         result = _call_with_db(store_connection, user_id, args.mode, api_key, api_secret, fernet)
-    except CliError:
-        raise
-    except Exception as error:  # the executor's own errors carry no secret by contract; show the type only
-        message = getattr(error, "message", None) or type(error).__name__
-        raise CliError(f"could not store the connection: {message}") from None
+    except ValueError as error:  # the executor's validation: messages name the rule, never a value
+        raise CliError(f"could not store the connection: {error}", USAGE) from None
+    except Exception as error:
+        raise CliError(f"could not store the connection: {_describe(error)}") from None
     print(f"stored {args.mode} exchange connection {_connection_id(result)} for user {user_id} "
           "(API key and secret encrypted)")
     return 0
 
 
 def keys_rotate(args: argparse.Namespace) -> int:
+    from cryptography.fernet import InvalidToken
+
     rotate_all = _executor_function("rotate_all")
     fernet = _multi_fernet()
     try:
         result = _call_with_db(rotate_all, fernet)
+    except InvalidToken:
+        raise CliError("key rotation stopped: a stored token could not be decrypted with any key in "
+                       "CREDENTIALS_KEYS (keep the old key in the list until rotation has finished)") from None
     except Exception as error:
-        message = getattr(error, "message", None) or type(error).__name__
-        raise CliError(f"key rotation failed: {message}") from None
+        raise CliError(f"key rotation failed: {_describe(error)}") from None
     count = result if isinstance(result, int) else getattr(result, "rotated", result)
     print(f"re-encrypted {count} exchange connection(s) under the first key in CREDENTIALS_KEYS")
     print("older keys can be removed from CREDENTIALS_KEYS once every service runs with the new list")
