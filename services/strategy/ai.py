@@ -75,10 +75,14 @@ class OpenAiConfirmer:
             raise ValueError("OpenAiConfirmer needs OPENAI_API_KEY")
         self.model = settings.openai_model
         self._timeout = settings.openai_timeout_seconds
+        # Each attempt gets an equal share of the budget so a timed-out first
+        # attempt still leaves room for the retry; asyncio.timeout in confirm()
+        # bounds the whole call, backoff included.
+        attempts = settings.openai_max_retries + 1
         self._client = AsyncOpenAI(
             api_key=settings.openai_api_key,
             base_url=settings.openai_base_url,
-            timeout=settings.openai_timeout_seconds,
+            timeout=settings.openai_timeout_seconds / attempts,
             max_retries=settings.openai_max_retries,
         )
 

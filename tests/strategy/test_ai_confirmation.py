@@ -165,3 +165,12 @@ def test_combining_rule_by_hand():
     assert combine_with_ai(technical, Decision("SELL", 0.0, "a")).confidence == 80.0
     opposite = combine_with_ai(technical, Decision("BUY", 60.0, "a"))
     assert (opposite.action, opposite.confidence) == ("HOLD", 60.0)
+
+
+async def test_a_timed_out_attempt_is_retried_inside_the_budget(fake_openai):
+    fake_openai.set_mode("success", script=["slow"])
+    # 2 s budget, 1 retry: each attempt may take 1 s, leaving room for the retry's answer.
+    analysis, elapsed = await analyze_with_ai(fake_openai, OPENAI_TIMEOUT_SECONDS="2")
+    assert analysis.ai.used and analysis.signal.confidence == 94.25
+    assert fake_openai.request_count == 2
+    assert 1.0 <= elapsed < 2.0
