@@ -194,3 +194,27 @@ async def test_daily_realized_pnl_is_cached_per_account_and_refreshed_after_our_
     # by hand: buy 0.01 at 51000 (fee 0.255); our close: sell at 50000, PnL −10, fee 0.25
     assert await broker.realized_pnl_since("BTCUSDT", since) == first_close - Decimal("0.255") - Decimal("10") - Decimal("0.25")
     assert len(fake.orders_sent("/fapi/v1/income", "GET")) == 2
+
+
+async def test_stop_loss_with_unknown_status_is_found_by_its_client_algo_id(
+    fake: FakeBinanceFutures, broker: BinanceFuturesBroker
+) -> None:
+    await open_long(broker)
+    fake.unknown_status_next()  # the stop is placed, the answer is a 503
+
+    placed = await protect_long(broker)
+
+    assert placed.stop_loss_id == "bot1-t1-sl" and placed.take_profit_id == "bot1-t1-tp"
+    assert [r.status for r in fake.orders_sent("/fapi/v1/algoOrder")] == [503, 200]  # the stop was not sent twice
+
+
+async def test_duplicate_client_algo_id_returns_the_working_order(fake: FakeBinanceFutures, broker: BinanceFuturesBroker) -> None:
+    await open_long(broker)
+    first = await protect_long(broker)
+    fake.fail_next("GET", "/fapi/v1/openAlgoOrders", status=500, code=-1001, msg="Internal error", times=3)
+
+    again = await protect_long(broker)  # cannot list, so it sends; Binance answers -4116 for both ids
+
+    assert again == first
+    assert [r.status for r in fake.orders_sent("/fapi/v1/algoOrder")] == [200, 200, 400, 400]
+    assert len([a for a in fake.default_account.algo_orders if a["algoStatus"] == "NEW"]) == 2
