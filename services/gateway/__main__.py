@@ -20,7 +20,8 @@ def main() -> None:
     except SettingsError as error:
         print(f"gateway: {error}", file=sys.stderr)
         sys.exit(2)
-    register_secret(settings.cron_secret)
+    for secret in (settings.cron_secret, settings.qstash_current_signing_key, settings.qstash_next_signing_key):
+        register_secret(secret)
     try:
         register_secret(parse_uri(settings.mongodb_uri).get("password"))
     except Exception:  # an unparsable URI fails later with the driver's own message

@@ -12,7 +12,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from services.gateway.auth import BearerAuthenticator
+from services.gateway.auth import CronAuthenticator
 from services.gateway.clients import ServiceClients
 from services.gateway.repository import BotRepository, DatabaseUnavailable
 from services.gateway.results import iso_utc, response_body, summarize
@@ -27,6 +27,10 @@ RETRY_AFTER_SECONDS = "30"
 UNAUTHORIZED = {"success": False, "error": "Unauthorized"}
 
 
+def too_large() -> JSONResponse:
+    return JSONResponse({"success": False, "error": "Request body too large"}, status_code=413)
+
+
 def create_app(
     settings: GatewaySettings,
     *,
@@ -34,7 +38,7 @@ def create_app(
     clients: ServiceClients | None = None,
 ) -> Starlette:
     """The ASGI app. Tests may hand in their own repository/clients; otherwise they are built at start-up."""
-    authenticator = BearerAuthenticator(settings.cron_secret)
+    authenticator = CronAuthenticator(settings)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -56,10 +60,21 @@ def create_app(
 
     async def run_bots(request: Request) -> JSONResponse:
         # Authentication comes first: an unauthenticated caller costs no database work.
-        if not authenticator.is_authorized(request.headers.get("authorization")):
+        authorization = request.headers.get("authorization")
+        signature = request.headers.get("upstash-signature")
+        body = b""
+        if authenticator.needs_body(authorization, signature):
+            # A signed delivery covers the raw body: read it (bounded) to check the signature.
+            read = await _read_body(request, MAX_BODY_BYTES)
+            if read is None:
+                return too_large()
+            body = read
+        authorized, reason = authenticator.is_authorized(authorization, signature, body)
+        if not authorized:
+            log.info("unauthorized cron call", extra={"reason": reason})
             return JSONResponse(UNAUTHORIZED, status_code=401)
         if _declared_body_size(request) > MAX_BODY_BYTES:
-            return JSONResponse({"success": False, "error": "Request body too large"}, status_code=413)
+            return too_large()
         runner: TickRunner = request.app.state.runner
         try:
             outcome = await runner.run()
@@ -104,6 +119,20 @@ def create_app(
         ],
         lifespan=lifespan,
     )
+
+
+async def _read_body(request: Request, limit: int) -> bytes | None:
+    """The raw body, or None when it is (or is declared) larger than ``limit``."""
+    if _declared_body_size(request) > limit:
+        return None
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def _declared_body_size(request: Request) -> int:

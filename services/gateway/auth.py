@@ -1,13 +1,18 @@
-"""Authenticating the cron caller: ``Authorization: Bearer <CRON_SECRET>``.
+"""Authenticating the cron caller.
 
-The comparison is constant-time over bytes, so response timing reveals
-nothing about how much of a guess was right. Headers that are absurdly
-long are rejected before any comparison.
+``Authorization: Bearer <CRON_SECRET>``, compared in constant time over
+bytes so response timing reveals nothing about how much of a guess was
+right; or, when signing keys are configured, an Upstash-signed delivery
+(``Upstash-Signature``, see upstash_signature.py). Headers that are
+absurdly long are rejected before any comparison.
 """
 
 from __future__ import annotations
 
 import hmac
+
+from services.gateway.settings import GatewaySettings
+from services.gateway.upstash_signature import SignatureInvalid, UpstashVerifier
 
 MAX_AUTHORIZATION_LENGTH = 1024
 _SCHEME = b"bearer "
@@ -29,3 +34,37 @@ class BearerAuthenticator:
             return False
         presented = raw[len(_SCHEME) :].strip()
         return hmac.compare_digest(presented, self._expected)
+
+
+class CronAuthenticator:
+    """Bearer secret first; an Upstash signature when configured."""
+
+    def __init__(self, settings: GatewaySettings) -> None:
+        self.bearer = BearerAuthenticator(settings.cron_secret)
+        self.upstash: UpstashVerifier | None = None
+        current = settings.qstash_current_signing_key or settings.qstash_next_signing_key
+        if current and settings.cron_public_url:
+            self.upstash = UpstashVerifier(
+                current_signing_key=current,
+                next_signing_key=settings.qstash_next_signing_key if settings.qstash_current_signing_key else None,
+                endpoint_url=settings.cron_public_url,
+            )
+
+    def __repr__(self) -> str:
+        return f"CronAuthenticator(upstash={self.upstash is not None})"
+
+    def needs_body(self, authorization: str | None, signature: str | None) -> bool:
+        """Whether the raw body must be read to decide (only for a signed delivery)."""
+        return self.upstash is not None and bool(signature) and not self.bearer.is_authorized(authorization)
+
+    def is_authorized(self, authorization: str | None, signature: str | None, body: bytes = b"") -> tuple[bool, str]:
+        """(authorized, why not) — the reason is safe to log, never to send."""
+        if self.bearer.is_authorized(authorization):
+            return True, ""
+        if self.upstash is None or not signature:
+            return False, "no valid bearer secret"
+        try:
+            self.upstash.verify(signature, body)
+        except SignatureInvalid as error:
+            return False, f"Upstash signature rejected: {error}"
+        return True, ""

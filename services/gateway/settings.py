@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from services.common.settings import SettingsError, env_bool, env_float, env_int, env_str
+from services.common.settings import SettingsError, env_bool, env_float, env_int, env_optional, env_str
 
 MIN_CRON_SECRET_LENGTH = 32
 
@@ -30,6 +30,10 @@ class GatewaySettings:
     # Time kept back from the deadline for the final bulk writes and the response.
     write_reserve_seconds: float = 10.0
     mongodb_timeout_ms: int = 5000
+    # Upstash (QStash) signed deliveries, accepted besides the bearer secret when a key is set.
+    qstash_current_signing_key: str | None = None
+    qstash_next_signing_key: str | None = None
+    cron_public_url: str | None = None
 
     def __repr__(self) -> str:  # never print the secret, whatever logs the settings
         return f"GatewaySettings(mongodb_db={self.mongodb_db!r}, host={self.host!r}, port={self.port})"
@@ -40,6 +44,14 @@ class GatewaySettings:
         if len(cron_secret) < MIN_CRON_SECRET_LENGTH:
             raise SettingsError(
                 f"environment variable CRON_SECRET must be at least {MIN_CRON_SECRET_LENGTH} characters long"
+            )
+        current_key = env_optional("QSTASH_CURRENT_SIGNING_KEY", env=env)
+        next_key = env_optional("QSTASH_NEXT_SIGNING_KEY", env=env)
+        public_url = env_optional("CRON_PUBLIC_URL", env=env)
+        if (current_key or next_key) and not public_url:
+            raise SettingsError(
+                "environment variable CRON_PUBLIC_URL is required when QSTASH_CURRENT_SIGNING_KEY or "
+                "QSTASH_NEXT_SIGNING_KEY is set (Upstash signs the URL it delivers to)"
             )
         deadline = env_float("TICK_DEADLINE_SECONDS", 270.0, minimum=5.0, maximum=3600.0, env=env)
         return cls(
@@ -58,4 +70,7 @@ class GatewaySettings:
             use_ai=env_bool("TICK_USE_AI", True, env=env),
             write_reserve_seconds=min(10.0, deadline / 5),
             mongodb_timeout_ms=env_int("MONGODB_TIMEOUT_MS", 5000, minimum=100, env=env),
+            qstash_current_signing_key=current_key,
+            qstash_next_signing_key=next_key,
+            cron_public_url=public_url,
         )

@@ -1,0 +1,90 @@
+"""Upstash-signed deliveries are accepted when signing keys are configured, and only when valid."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import time
+
+import jwt
+import pytest
+
+PATH = "/api/cron/run-bots"
+PUBLIC_URL = "https://bots.example.com/api/cron/run-bots"
+CURRENT = "sig_current_0123456789abcdefghijkl"
+NEXT = "sig_next_0123456789abcdefghijklmnop"
+
+
+def signature(body: bytes, *, key: str = CURRENT, sub: str = PUBLIC_URL, exp_in: float = 300, nbf_in: float = 0,
+              issuer: str = "Upstash") -> str:  # fmt: skip
+    now = int(time.time())
+    claims = {
+        "iss": issuer,
+        "sub": sub,
+        "exp": now + int(exp_in),
+        "nbf": now + int(nbf_in),
+        "iat": now,
+        "jti": "msg_1",
+        "body": base64.urlsafe_b64encode(hashlib.sha256(body).digest()).decode(),
+    }
+    return jwt.encode(claims, key, algorithm="HS256")
+
+
+@pytest.fixture
+async def signed_gateway(gateway_factory):
+    async with gateway_factory(
+        qstash_current_signing_key=CURRENT, qstash_next_signing_key=NEXT, cron_public_url=PUBLIC_URL
+    ) as gateway:
+        gateway.add_bots(1)
+        yield gateway
+
+
+async def test_valid_signature_with_current_or_next_key_runs_the_tick(signed_gateway):
+    body = b'{"scheduled": true}'
+    for key in (CURRENT, NEXT):
+        response = await signed_gateway.http.post(PATH, content=body, headers={"Upstash-Signature": signature(body, key=key)})
+        assert response.status_code == 200, response.text
+        assert response.json()["summary"]["totalBots"] == 1
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        pytest.param(lambda body: signature(body, key="sig_wrong_key_0123456789abcdefgh"), id="wrong-key"),
+        pytest.param(lambda body: signature(body, sub="https://evil.example.com/api/cron/run-bots"), id="wrong-sub"),
+        pytest.param(lambda body: signature(body, exp_in=-120), id="expired"),
+        pytest.param(lambda body: signature(body, nbf_in=120), id="not-yet-valid"),
+        pytest.param(lambda body: signature(body, issuer="Someone"), id="wrong-issuer"),
+        pytest.param(lambda body: signature(body + b"tampered"), id="tampered-body"),
+        pytest.param(lambda body: "not.a.jwt", id="garbage"),
+    ],
+)
+async def test_invalid_signatures_get_401_before_database_work(signed_gateway, make):
+    body = b'{"scheduled": true}'
+    signed_gateway.mongo.commands.clear()
+    response = await signed_gateway.http.post(PATH, content=body, headers={"Upstash-Signature": make(body)})
+    assert response.status_code == 401
+    assert response.json() == {"success": False, "error": "Unauthorized"}
+    assert signed_gateway.mongo.commands == []
+
+
+async def test_signature_is_ignored_when_no_signing_key_is_configured(gateway):
+    body = b"{}"
+    response = await gateway.http.post(PATH, content=body, headers={"Upstash-Signature": signature(body)})
+    assert response.status_code == 401
+
+
+async def test_signed_delivery_with_a_huge_body_gets_413(signed_gateway):
+    body = b"x" * (200 * 1024)
+    response = await signed_gateway.http.post(PATH, content=body, headers={"Upstash-Signature": signature(body)})
+    assert response.status_code == 413
+
+
+def test_signing_keys_need_the_public_url():
+    from services.gateway.settings import GatewaySettings, SettingsError
+
+    env = {"CRON_SECRET": "x" * 40, "MONGODB_URI": "mongodb://127.0.0.1:1", "QSTASH_CURRENT_SIGNING_KEY": CURRENT}
+    with pytest.raises(SettingsError, match="CRON_PUBLIC_URL"):
+        GatewaySettings.from_env(env)
+    settings = GatewaySettings.from_env({**env, "CRON_PUBLIC_URL": PUBLIC_URL})
+    assert settings.cron_public_url == PUBLIC_URL and CURRENT not in repr(settings)
