@@ -429,7 +429,7 @@ class BinanceFuturesBroker:
             # Already triggered or cancelled in between: nothing left to cancel.
             await self._read(
                 f"cancel of algo order {row.get('clientAlgoId')}",
-                lambda: self._client.futures_cancel_algo_order(symbol=symbol, algoId=algo_id),
+                lambda: self._client.futures_cancel_algo_order(algoId=algo_id),  # DELETE takes algoId only
                 accept_codes=frozenset({errs.UNKNOWN_ORDER_SENT, errs.ORDER_DOES_NOT_EXIST}),
             )
 
