@@ -7,8 +7,9 @@ and returns a JSON-ready dict:
 - ``openPositions``: every bot with a ``currentPosition``, its unrealised PnL
 - ``realizedPnlToday``: per bot, the sum of ``data.realizedPnl`` of TRADE logs since 00:00 UTC
 - ``tradeLogsLast24h``: ANALYSIS entries (logType), ERROR and CRITICAL entries (severity)
-- ``lastTick``: from the latest ``ticks`` document when the gateway records ticks, else the
-  newest ANALYSIS/ERROR TradeLog (every tick writes one per bot), with its outcome when known.
+- ``lastTick``: from the latest ``ticks`` document ({tickId, startedAt, finishedAt, outcome,
+  summary}) when the gateway records ticks; else the time of the newest ANALYSIS/ERROR TradeLog
+  or bot ``lastRunAt`` (every tick writes those), outcome unknown.
 
 Amounts are decimal strings.
 """
@@ -113,15 +114,14 @@ async def _last_tick(db: AsyncDatabase) -> dict[str, Any] | None:
             "source": "ticks",
         }
     latest = await db.tradelogs.find_one({"logType": {"$in": ["ANALYSIS", "ERROR"]}}, sort=[("createdAt", -1)])
-    if latest is None:
+    last_run = await db.botinstances.find_one({"lastRunAt": {"$type": "date"}}, {"lastRunAt": 1},
+                                              sort=[("lastRunAt", -1)])
+    moments = [moment for moment in (as_utc(latest.get("createdAt")) if latest else None,
+                                     as_utc(last_run.get("lastRunAt")) if last_run else None) if moment is not None]
+    if not moments:
         return None
-    return {
-        "at": _iso(as_utc(latest.get("createdAt"))),
-        "tickId": (latest.get("data") or {}).get("tickId") if isinstance(latest.get("data"), dict) else None,
-        "outcome": None,
-        "summary": None,
-        "source": "tradelogs",
-    }
+    # Without a ticks record the outcome is unknown: the newest per-bot write is when a tick last ran.
+    return {"at": _iso(max(moments)), "tickId": None, "outcome": None, "summary": None, "source": "tradelogs"}
 
 
 async def build_status_report(db: AsyncDatabase, now: datetime | None = None) -> dict[str, Any]:

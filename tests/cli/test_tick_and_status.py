@@ -71,9 +71,16 @@ def seed_activity(db: Database, user_id: ObjectId) -> tuple[ObjectId, ObjectId]:
 
 async def test_status_report_from_the_database(db: Database, mongo_uri: str, mongo_db_name: str, user_id) -> None:
     holder, closer = seed_activity(db, user_id)
+    db.ticks.insert_one({"tickId": "t-earlier", "startedAt": NOW - timedelta(minutes=11),
+                         "finishedAt": NOW - timedelta(minutes=10), "outcome": "success"})
+    db.ticks.insert_one({"tickId": "t-latest", "startedAt": NOW - timedelta(minutes=6),
+                         "finishedAt": NOW - timedelta(minutes=5), "outcome": "partial",
+                         "summary": {"totalBots": 2, "successful": 1, "failed": 1}})
     client: AsyncMongoClient = AsyncMongoClient(mongo_uri, tz_aware=True)
     try:
         report = await build_status_report(client[mongo_db_name], now=NOW)
+        await client[mongo_db_name].ticks.drop()
+        without_tick_records = await build_status_report(client[mongo_db_name], now=NOW)
     finally:
         await client.close()
     assert report["botsByStatus"] == {"ACTIVE": 2, "PAUSED": 1}
@@ -86,7 +93,11 @@ async def test_status_report_from_the_database(db: Database, mongo_uri: str, mon
         {"botInstanceId": str(closer), "botName": "Closer", "realizedPnl": "7.25", "closedTrades": 2}
     ]
     assert report["tradeLogsLast24h"] == {"ANALYSIS": 2, "ERROR": 1, "CRITICAL": 1}
+    assert report["lastTick"]["tickId"] == "t-latest" and report["lastTick"]["outcome"] == "partial"
     assert report["lastTick"]["at"] == "2026-11-25T14:55:00Z"
+    # Without tick records, the newest per-bot write of a tick tells when it ran.
+    assert without_tick_records["lastTick"]["at"] == "2026-11-25T14:55:00Z"
+    assert without_tick_records["lastTick"]["outcome"] is None
     json.dumps(report)  # the gateway can return it as is
 
 
