@@ -215,7 +215,7 @@ class CycleRunner:
         log.critical("safety stop", extra={"rule": trip.rule, "reason": trip.message, "details": trip.details,
                                            "positionClosed": verdict.position_closed, "symbol": cycle.symbol})
         if not verdict.position_closed and position is not None:
-            await self._describe_position(cycle, await cycle.broker.position(cycle.symbol))
+            await self._describe_position(cycle, await _position_or_none(cycle) or position)
         closed_text = "; position closed at market" if verdict.position_closed else ""
         cycle.response.decision = f"safety stop {trip.rule}: {trip.message}{closed_text}; no order this cycle"
 

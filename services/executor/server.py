@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import grpc
 from pymongo import AsyncMongoClient
+from pymongo.errors import ConnectionFailure, NetworkTimeout, ServerSelectionTimeoutError
 from tradebot.v1 import executor_pb2, executor_pb2_grpc
 
+from services.common.errors import Unavailable
 from services.common.grpc_server import ServiceBinding
 from services.executor.account_cache import AccountCache
 from services.executor.brokers.factory import BrokerFactory
@@ -16,6 +22,8 @@ from services.executor.settings import ExecutorSettings
 
 SERVICE_NAME = "tradebot.v1.Executor"
 
+log = logging.getLogger(__name__)
+
 
 class ExecutorServicer(executor_pb2_grpc.ExecutorServicer):
     def __init__(self, runner: CycleRunner) -> None:
@@ -24,20 +32,35 @@ class ExecutorServicer(executor_pb2_grpc.ExecutorServicer):
     async def RunCycle(  # noqa: N802 (gRPC method name)
         self, request: executor_pb2.RunCycleRequest, context: grpc.aio.ServicerContext
     ) -> executor_pb2.RunCycleResponse:
-        return await self._runner.run(request)
+        with _database_errors_as_unavailable():
+            return await self._runner.run(request)
 
     async def GetPosition(  # noqa: N802
         self, request: executor_pb2.GetPositionRequest, context: grpc.aio.ServicerContext
     ) -> executor_pb2.GetPositionResponse:
-        return await self._runner.get_position(request)
+        with _database_errors_as_unavailable():
+            return await self._runner.get_position(request)
+
+
+@contextmanager
+def _database_errors_as_unavailable() -> Iterator[None]:
+    """MongoDB (connections, the paper store) unreachable: a retryable UNAVAILABLE, not INTERNAL."""
+    try:
+        yield
+    except (ConnectionFailure, ServerSelectionTimeoutError, NetworkTimeout) as error:
+        log.warning("database unavailable", extra={"error": type(error).__name__})
+        raise Unavailable("database unavailable") from None
 
 
 class ExecutorApp:
     """Everything the service owns, built from settings; ``close()`` releases it."""
 
-    def __init__(self, settings: ExecutorSettings) -> None:
+    def __init__(self, settings: ExecutorSettings, *, mongo_timeout_ms: int = 5000) -> None:
         self.settings = settings
-        self.mongo: AsyncMongoClient = AsyncMongoClient(settings.mongodb_uri, tz_aware=True)
+        # A short server-selection timeout: a tick has minutes, not pymongo's default 30 s per call.
+        self.mongo: AsyncMongoClient = AsyncMongoClient(
+            settings.mongodb_uri, tz_aware=True, serverSelectionTimeoutMS=mongo_timeout_ms
+        )
         db = self.mongo[settings.mongodb_db]
         self.vault = CredentialVault(settings.credentials_keys)
         self.brokers = BrokerFactory(db, self.vault, settings)

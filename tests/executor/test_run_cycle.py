@@ -189,3 +189,24 @@ async def test_get_position_reports_the_open_position(executor, paper_connection
         bot=executor_pb2.BotRef(user_id=user_id, symbol="BTCUSDT")))
     assert reply.has_position and reply.position.quantity == "0.2" and reply.position.stop_loss == "49000"
     assert Decimal(reply.available_balance) == Decimal("8995")
+
+
+async def test_unreachable_database_is_unavailable_not_internal(executor_settings):
+    from dataclasses import replace
+
+    from services.common.grpc_server import start_server
+    from services.executor.server import ExecutorApp
+    from tests.support.processes import free_port
+    from tradebot.v1 import executor_pb2_grpc
+
+    app = ExecutorApp(replace(executor_settings, mongodb_uri=f"mongodb://127.0.0.1:{free_port()}"),
+                      mongo_timeout_ms=200)
+    service = await start_server([app.binding()], port=0)
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{service.port}") as channel:
+            with pytest.raises(grpc.aio.AioRpcError) as raised:
+                await executor_pb2_grpc.ExecutorStub(channel).RunCycle(request(user_id=str(ObjectId())))
+        assert raised.value.code() == grpc.StatusCode.UNAVAILABLE
+    finally:
+        await service.stop(0)
+        await app.close()

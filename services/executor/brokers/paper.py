@@ -80,6 +80,12 @@ class PaperBroker:
 
     # -- account -------------------------------------------------------
     async def _account_doc(self) -> dict[str, Any]:
+        try:
+            return await self._upsert_account()
+        except DuplicateKeyError:  # two first-ever reads raced on the upsert: the other one created it
+            return await self._upsert_account()
+
+    async def _upsert_account(self) -> dict[str, Any]:
         doc = await self._accounts.find_one_and_update(
             {"_id": self._connection_id},
             {"$setOnInsert": {
