@@ -133,3 +133,12 @@ def test_gateway_is_exposed_for_upstash() -> None:
     assert int(ingress["metadata"]["annotations"]["nginx.ingress.kubernetes.io/proxy-read-timeout"]) > deadline
     probe = container(find("Deployment", "gateway"))["readinessProbe"]["httpGet"]
     assert probe["path"] == "/healthz"
+
+
+def test_signed_upstash_url_is_the_ingress_url() -> None:
+    # QStash signs the URL it delivers to; the gateway checks against CRON_PUBLIC_URL.
+    url = find("ConfigMap", "tradebot-config")["data"]["CRON_PUBLIC_URL"]
+    ingress = find("Ingress", "gateway")
+    (rule,) = ingress["spec"]["rules"]
+    assert url == f"https://{rule['host']}/api/cron/run-bots"
+    assert rule["host"] in ingress["spec"]["tls"][0]["hosts"]
