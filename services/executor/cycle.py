@@ -121,6 +121,8 @@ class CycleRunner:
             raise InvalidArgument("bot.bot_instance_id and bot.user_id are required")
         _check_symbol(bot.symbol)
         settings = validate_config(request.config)
+        if request.HasField("signal") and not 0 <= request.signal.confidence <= 100:  # also rejects NaN
+            raise InvalidArgument(f"signal.confidence must be in 0..100, got {request.signal.confidence}")
         price = parse_decimal(request.market.price, "market.price", positive=True)
         assert price is not None
         candles = candles_from_proto(request.market.candles)

@@ -163,6 +163,11 @@ async def test_out_of_range_config_is_invalid_argument_before_any_order(executor
     with pytest.raises(grpc.aio.AioRpcError) as raised:
         await executor.stub.RunCycle(request(user_id=user_id, bot_config=config(leverage=200)))
     assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    for bad in (request(user_id=user_id, confidence=150), request(user_id=user_id, price="-1"),
+                request(user_id=user_id, symbol="BTC.USDT")):
+        with pytest.raises(grpc.aio.AioRpcError) as raised:
+            await executor.stub.RunCycle(bad)
+        assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert await db.paperaccounts.count_documents({}) == 0
 
 
