@@ -44,5 +44,5 @@ def test_executor_process_serves_reflection_health_and_runcycle(mongo_uri, mongo
         assert body["order"]["placed"] is True and body["order"]["quantity"] == "0.1"
     finally:
         assert process.stop() == 0
-    assert SECRET not in process.output()
+    assert SECRET not in process.output() and key not in process.output()
     assert '"message": "stopped"' in process.output()

@@ -91,3 +91,39 @@ def test_client_ids_are_deterministic_and_fit_binance_format():
     for purpose in OrderPurpose:
         cid = client_order_id("bot", "tick", purpose)
         assert CLIENT_ID_PATTERN.match(cid) and cid.endswith(f"-{purpose.value}") and cid.startswith("tb-")
+
+
+from hypothesis import given, settings as hypothesis_settings, strategies as st  # noqa: E402
+
+_money = st.decimals(min_value=D("0.01"), max_value=D("1000000"), places=2)
+_price = st.decimals(min_value=D("0.0001"), max_value=D("200000"), places=4)
+_percent = st.decimals(min_value=D("0.01"), max_value=D("100"), places=2)
+_steps = st.sampled_from([D("1"), D("0.1"), D("0.001"), D("0.00001")])
+
+
+@hypothesis_settings(max_examples=200, deadline=None)
+@given(balance=_money, price=_price, percent=_percent, leverage=st.integers(1, 125), step=_steps)
+def test_any_entry_is_on_the_step_and_within_its_share_of_the_balance(balance, price, percent, leverage, step):
+    rules = SymbolRules(tick_size=D("0.0001"), step_size=step, min_qty=step, max_qty=None, min_notional=D("5"))
+    size = size_entry(balance, price, settings(position_size_percent=str(percent), leverage=leverage), rules)
+    if isinstance(size, EntrySize):
+        assert size.quantity % step == 0 and size.quantity >= step
+        assert size.margin <= balance * percent / 100
+        assert size.notional >= D("5")
+    else:
+        assert "too small" in size.reason
+
+
+@hypothesis_settings(max_examples=200, deadline=None)
+@given(fill=_price, stop_pct=_percent, take_pct=_percent, tick=st.sampled_from([D("0.0001"), D("0.01"), D("0.1")]))
+def test_stops_are_never_further_than_configured(fill, stop_pct, take_pct, tick):
+    fill = max(fill, tick * 10)
+    stop, target = protective_prices("LONG", fill, stop_pct, take_pct, tick)
+    assert stop % tick == 0 and target % tick == 0
+    assert tick <= stop < fill < target
+    # Never further than configured, unless the configured distance is under a tick: then one tick away.
+    assert stop >= min(fill * (1 - stop_pct / 100), fill - 2 * tick)
+    assert target <= max(fill * (1 + take_pct / 100), fill + 2 * tick)
+    stop, target = protective_prices("SHORT", fill, stop_pct, take_pct, tick)
+    assert target < fill < stop
+    assert stop <= max(fill * (1 + stop_pct / 100), fill + 2 * tick)
