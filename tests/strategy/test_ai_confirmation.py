@@ -11,6 +11,7 @@ from prometheus_client import REGISTRY
 from services.strategy.combine import combine_with_ai
 from services.strategy.strategies.base import Decision
 from tests.fakes.openai_server import FakeOpenAI
+from tests.strategy.candle_factory import flat_closes
 from tests.strategy.conftest import TEST_API_KEY, analyze_request, make_analyzer, strategy_settings
 
 TECHNICAL_CONFIDENCE = 90.0  # Bitcoin Pro on the crafted up-trend (tests/strategy/test_strategies.py)
@@ -148,8 +149,6 @@ async def test_without_a_key_the_ai_is_not_configured_and_never_called(fake_open
 async def test_a_hold_or_use_ai_false_costs_no_ai_call(fake_openai):
     analyzer = make_analyzer(strategy_settings(fake_openai.base_url))
     try:
-        from tests.strategy.candle_factory import flat_closes
-
         hold, _ = await analyzer.analyze(analyze_request(1, flat_closes(), use_ai=True))
         assert hold.signal.action == "HOLD" and not hold.ai.requested
         no_ai, _ = await analyzer.analyze(analyze_request(1, use_ai=False))
