@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from decimal import ROUND_HALF_EVEN, Decimal
 
 from tradebot.v1 import common_pb2, executor_pb2
@@ -32,9 +33,9 @@ def dec(value: Decimal | None) -> str:
     return "" if value is None else format_decimal(value)
 
 
-def candles_from_proto(candles: list[common_pb2.Candle] | object) -> list[Candle]:
+def candles_from_proto(candles: Iterable[common_pb2.Candle]) -> list[Candle]:
     result: list[Candle] = []
-    for index, candle in enumerate(candles):  # type: ignore[arg-type]
+    for index, candle in enumerate(candles):
         prefix = f"market.candles[{index}]"
         values = [parse_decimal(getattr(candle, name), f"{prefix}.{name}") for name in ("open", "high", "low", "close")]
         open_, high, low, close = (value if value is not None else Decimal(0) for value in values)

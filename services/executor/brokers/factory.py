@@ -17,7 +17,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from services.common.errors import FailedPrecondition
 from services.executor.brokers.base import Broker
-from services.executor.brokers.paper import PaperBroker
+from services.executor.brokers.paper import PaperBroker, ensure_paper_indexes
 from services.executor.connections import ExchangeConnection
 from services.executor.credentials import CredentialVault
 from services.executor.settings import ExecutorSettings
@@ -41,9 +41,13 @@ class BrokerFactory:
         self._settings = settings
         self._live: dict[str, _CachedBroker] = {}
         self._lock = asyncio.Lock()
+        self._paper_indexes_ready = False
 
     async def broker_for(self, connection: ExchangeConnection) -> Broker:
         if connection.mode == "paper":
+            if not self._paper_indexes_ready:
+                await ensure_paper_indexes(self._db)
+                self._paper_indexes_ready = True
             # Decrypting proves the stored tokens are sound even though paper never signs.
             if connection.api_key_token and connection.api_secret_token:
                 self._vault.decrypt_pair(connection.api_key_token, connection.api_secret_token)

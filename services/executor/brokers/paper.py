@@ -56,6 +56,12 @@ def _s(value: Decimal) -> str:
     return format_decimal(value)
 
 
+async def ensure_paper_indexes(db: AsyncDatabase) -> None:
+    """Indexes for the per-cycle queries (idempotent; run once per process)."""
+    await db["papertrades"].create_index([("connectionId", 1), ("symbol", 1), ("closeTimeMs", 1)])
+    await db["papertrades"].create_index([("connectionId", 1), ("symbol", 1), ("openTimeMs", 1)])
+
+
 class PaperBroker:
     """Implements ``services.executor.brokers.base.Broker`` for ``mode: paper``."""
 
