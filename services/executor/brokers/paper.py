@@ -293,7 +293,6 @@ class PaperBroker:
         gross = _gross_pnl(side, entry, price, quantity)
         exit_fee = price * quantity * self._taker_fee
         entry_fee = _d(claimed["entryFee"])
-        await self._adjust_balance(gross - exit_fee, -_d(claimed["margin"]))
         await self._trades.insert_one({
             "connectionId": self._connection_id,
             "symbol": claimed["symbol"],
@@ -310,6 +309,7 @@ class PaperBroker:
             "entryClientOrderId": claimed.get("entryClientOrderId"),
             "exitClientOrderId": client_order_id,
         })
+        await self._adjust_balance(gross - exit_fee, -_d(claimed["margin"]))
         fill = Fill(client_order_id, f"paper-{uuid.uuid4().hex[:16]}", price, quantity, exit_fee, when_ms)
         await self._record_fill(fill, claimed["symbol"], side, "EXIT")
         return fill
