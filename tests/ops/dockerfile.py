@@ -87,8 +87,8 @@ def stages(text: str) -> list[Stage]:
             words = item.arguments.split()
             words = [word for word in words if not word.startswith("--")]
             base = re.sub(r"\$\{(\w+)\}|\$(\w+)", lambda m: args.get(m.group(1) or m.group(2), ""), words[0])
-            name = words[2] if len(words) >= 3 and words[1].upper() == "AS" else None
-            found.append(Stage(base, name))
+            stage_name = words[2] if len(words) >= 3 and words[1].upper() == "AS" else None
+            found.append(Stage(base, stage_name))
         elif found:
             found[-1].instructions.append(item)
     return found

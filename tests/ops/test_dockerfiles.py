@@ -10,25 +10,25 @@ services/common and the generated code, and nothing else.
 from __future__ import annotations
 
 import ast
-import os
-import signal
-import sysconfig
-import time
-import urllib.request
-from collections.abc import Callable
 import importlib.metadata
+import os
 import re
 import shlex
+import signal
 import subprocess
 import sys
+import sysconfig
+import time
 import tomllib
+import urllib.request
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from tests.ops.dockerfile import Stage, copies, dockerignore_excludes, env, read_dockerignore, stages
 from services.common import healthprobe
+from tests.ops.dockerfile import Stage, copies, dockerignore_excludes, env, read_dockerignore, stages
 from tests.support.processes import REPO_ROOT, free_port
 
 SERVICES = {"gateway": 8000, "market": 50051, "strategy": 50052, "executor": 50053}
@@ -72,11 +72,11 @@ def test_copy_sources_exist_and_are_in_the_build_context(service: str) -> None:
 
 @pytest.mark.parametrize("service", SERVICES)
 def test_image_holds_only_its_own_service(service: str) -> None:
-    sources = [source for stage in dockerfile(service) for copy in copies(stage) if copy.from_stage is None
-               for source in copy.sources]
-    service_dirs = {Path(source).parts[1] for source in sources if source.startswith("services/")
-                    and len(Path(source).parts) > 1 and (REPO_ROOT / source).is_dir()}
-    assert service_dirs == {"common", service}
+    sources = {source.rstrip("/") for stage in dockerfile(service) for copy in copies(stage)
+               if copy.from_stage is None for source in copy.sources}
+    from_services = {source for source in sources if source.startswith("services")}
+    assert from_services == {"services/__init__.py", "services/common", f"services/{service}"}
+    assert "." not in sources and "services" not in sources, "never the whole tree"
 
 
 @pytest.mark.parametrize("service", SERVICES)
@@ -282,9 +282,12 @@ def test_builder_packages_this_service_common_and_generated_code(
 def _service_env(service: str, port: int, mongo_uri: str) -> dict[str, str]:
     if service == "gateway":
         unreachable = f"127.0.0.1:{free_port()}"  # /healthz must not need the backends
-        return {"GATEWAY_HOST": "127.0.0.1", "GATEWAY_PORT": str(port), "CRON_SECRET": "packaged-gateway-secret-0123456789abcdef",
-                "MONGODB_URI": mongo_uri, "MONGODB_DB": "packaged_smoke", "MARKET_ADDR": unreachable,
-                "STRATEGY_ADDR": unreachable, "EXECUTOR_ADDR": unreachable}
+        return {
+            "GATEWAY_HOST": "127.0.0.1", "GATEWAY_PORT": str(port),
+            "CRON_SECRET": "packaged-gateway-secret-0123456789abcdef",
+            "MONGODB_URI": mongo_uri, "MONGODB_DB": "packaged_smoke",
+            "MARKET_ADDR": unreachable, "STRATEGY_ADDR": unreachable, "EXECUTOR_ADDR": unreachable,
+        }
     env = {"GRPC_HOST": "127.0.0.1", "GRPC_PORT": str(port)}
     if service == "market":
         env["MARKET_DATA_SOURCE"] = "simulated"
