@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 from bson import ObjectId
 from cryptography.fernet import Fernet
 
 from services.executor.admin import store_connection
 from tests.support.grpcurl import grpcurl
-from tests.support.processes import ManagedProcess, free_port, python_module
+from tests.support.processes import REPO_ROOT, ManagedProcess, free_port, python_module
 
 SECRET = "Zq8-distinctive-api-secret-0xC0FFEE"
 
@@ -46,3 +49,14 @@ def test_executor_process_serves_reflection_health_and_runcycle(mongo_uri, mongo
         assert process.stop() == 0
     assert SECRET not in process.output() and key not in process.output()
     assert '"message": "stopped"' in process.output()
+
+
+def test_missing_or_malformed_credentials_keys_stop_start_up_with_the_name():
+    for keys, expected in ((None, "CREDENTIALS_KEYS is required"), ("not-a-key", "not a Fernet key")):
+        env = {k: v for k, v in os.environ.items() if k != "CREDENTIALS_KEYS"}
+        env["MONGODB_URI"] = "mongodb://127.0.0.1:1"
+        if keys is not None:
+            env["CREDENTIALS_KEYS"] = keys
+        result = subprocess.run([sys.executable, "-m", "services.executor"], env=env, cwd=REPO_ROOT,
+                                capture_output=True, text=True, timeout=60, check=False)
+        assert result.returncode == 2 and expected in result.stderr
