@@ -142,3 +142,13 @@ def test_signed_upstash_url_is_the_ingress_url() -> None:
     (rule,) = ingress["spec"]["rules"]
     assert url == f"https://{rule['host']}/api/cron/run-bots"
     assert rule["host"] in ingress["spec"]["tls"][0]["hosts"]
+
+
+@pytest.mark.parametrize("name", ["gateway", *GRPC_SERVICES])
+def test_a_node_drain_keeps_a_pod_serving(name: str) -> None:
+    deployment = find("Deployment", name)
+    budget = find("PodDisruptionBudget", name)
+    assert budget["spec"]["selector"]["matchLabels"].items() <= deployment["spec"]["template"]["metadata"][
+        "labels"].items()
+    assert 1 <= budget["spec"]["minAvailable"] < deployment["spec"]["replicas"]
+    assert deployment["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
