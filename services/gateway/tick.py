@@ -175,7 +175,10 @@ class _Tick:
                 unfinished = [bot for bot in members if bot.instance_id not in self.outcomes]
                 self._fail_all(unfinished, f"Internal gateway error ({type(error).__name__})", "GATEWAY_ERROR")
         for symbol_task in self.symbol_data.values():
-            symbol_task.cancel()
+            if not symbol_task.done():
+                symbol_task.cancel()
+            elif not symbol_task.cancelled():
+                symbol_task.exception()  # already reported through its groups; mark it retrieved
 
     async def _market_group(self, key: tuple[str, str], bots: list[BotDocument]) -> None:
         symbol, interval = key

@@ -1,0 +1,67 @@
+"""Final writes under a flaky database: bounded retries, nothing counted twice, failures reported."""
+
+from __future__ import annotations
+
+import pytest
+from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.errors import AutoReconnect
+from tradebot.v1 import common_pb2, executor_pb2
+
+from tests.gateway.conftest import AUTH
+
+
+@pytest.fixture
+def flaky_writes(monkeypatch):
+    """bulk_write/insert_many apply their writes and then lose the acknowledgement ``failures`` times."""
+    state = {"failures": 0, "calls": 0}
+    real_bulk_write, real_insert_many = AsyncCollection.bulk_write, AsyncCollection.insert_many
+
+    async def bulk_write(self, requests, *args, **kwargs):
+        state["calls"] += 1
+        result = await real_bulk_write(self, requests, *args, **kwargs)
+        if state["failures"] > 0:
+            state["failures"] -= 1
+            raise AutoReconnect("connection reset after the write")
+        return result
+
+    async def insert_many(self, documents, *args, **kwargs):
+        state["calls"] += 1
+        result = await real_insert_many(self, documents, *args, **kwargs)
+        if state["failures"] > 0:
+            state["failures"] -= 1
+            raise AutoReconnect("connection reset after the write")
+        return result
+
+    monkeypatch.setattr(AsyncCollection, "bulk_write", bulk_write)
+    monkeypatch.setattr(AsyncCollection, "insert_many", insert_many)
+    return state
+
+
+async def test_lost_acknowledgements_are_retried_without_double_counting(gateway, flaky_writes):
+    [bot_id] = gateway.add_bots(1)
+    gateway.fakes.executor.closed_trades[str(bot_id)] = [
+        executor_pb2.ClosedTrade(symbol="BTCUSDT", side=common_pb2.SIDE_LONG, realized_pnl="5", close_time_ms=1)
+    ]
+    flaky_writes["failures"] = 2  # the bulk_write once, the insert_many once
+
+    body = await gateway.tick()
+
+    assert body["success"] is True
+    assert flaky_writes["calls"] == 4
+    statistics = gateway.bot(bot_id)["statistics"]
+    assert statistics["totalTrades"] == 1 and statistics["totalProfit"] == 5.0
+    assert len(gateway.logs(bot_id, logType="ANALYSIS")) == 1
+
+
+async def test_writes_that_keep_failing_are_reported_in_the_response(gateway, flaky_writes):
+    gateway.add_bots(2)
+    flaky_writes["failures"] = 100
+
+    response = await gateway.http.get("/api/cron/run-bots", headers=AUTH)
+
+    assert response.status_code == 200
+    body = response.json()
+    assert body["success"] is False
+    assert body["error"] == "Results could not be saved: AutoReconnect"
+    assert body["summary"]["successful"] == 2  # what ran is still reported
+    assert flaky_writes["calls"] == 3  # bounded
