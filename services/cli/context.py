@@ -16,7 +16,7 @@ from bson import ObjectId
 from bson.errors import InvalidId
 from pymongo import MongoClient
 from pymongo.database import Database
-from pymongo.errors import PyMongoError
+from pymongo.errors import PyMongoError, ServerSelectionTimeoutError
 
 from services.cli.errors import USAGE, CliError
 
@@ -43,9 +43,15 @@ def database() -> Iterator[Database[dict[str, Any]]]:
     try:
         yield client[name]
     except PyMongoError as error:
-        raise CliError(f"MongoDB request failed: {type(error).__name__}: {error}") from None
+        raise CliError(describe_mongo_error(error)) from None
     finally:
         client.close()
+
+
+def describe_mongo_error(error: PyMongoError) -> str:
+    if isinstance(error, ServerSelectionTimeoutError):
+        return "MongoDB is unreachable (check MONGODB_URI and that the server is running)"
+    return f"MongoDB request failed: {type(error).__name__}: {str(error)[:200]}"
 
 
 def gateway_settings() -> tuple[str, str | None]:

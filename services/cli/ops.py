@@ -11,8 +11,9 @@ from typing import Any
 
 import httpx
 from pymongo import AsyncMongoClient
+from pymongo.errors import PyMongoError
 
-from services.cli.context import gateway_settings, mongo_settings, require_env
+from services.cli.context import describe_mongo_error, gateway_settings, mongo_settings, require_env
 from services.cli.errors import CliError
 from services.cli.status import build_status_report
 from services.cli.table import render_table
@@ -168,10 +169,8 @@ def print_status(report: dict[str, Any], source: str) -> None:
 def status(args: argparse.Namespace) -> int:
     try:
         report, source = asyncio.run(_report(args.local))
-    except CliError:
-        raise
-    except Exception as error:  # pymongo's errors when the database is unreachable
-        raise CliError(f"could not build the status report: {type(error).__name__}: {error}") from None
+    except PyMongoError as error:
+        raise CliError(f"could not build the status report: {describe_mongo_error(error)}") from None
     if args.json:
         print(json.dumps(report, indent=2, default=str))
     else:
