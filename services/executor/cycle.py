@@ -9,7 +9,10 @@ enough, protected at once by stop-loss and take-profit.
 The reply's structured fields (``order``, ``closed_trades``, ``safety``) are
 what the gateway turns into TRADE and SAFETY TradeLogs; ``events`` carry only
 what those fields cannot say (rejections, a restored or failed stop-loss, a
-position that vanished without a record), so nothing is logged twice.
+position that vanished without a record), so nothing is logged twice. The
+gateway skips its own TRADE (SAFETY) logs when an event of that type is sent,
+so no TRADE event is ever sent here and a SAFETY event during a trip carries
+the trip itself.
 """
 
 from __future__ import annotations
@@ -186,7 +189,7 @@ class CycleRunner:
         if position is None:
             await cycle.broker.cancel_protective_orders(cycle.symbol)
         if record is None:
-            cycle.note("TRADE", "WARNING", "POSITION_GONE",
+            cycle.note("SYSTEM", "WARNING", "POSITION_GONE",
                        f"{cycle.stored_side} position on {cycle.symbol} is no longer open; no closing trade was found")
             return
         cycle.book(record)   # the gateway writes its TRADE log from closed_trades
@@ -211,8 +214,11 @@ class CycleRunner:
                         cycle.book(record)
                         cycle.response.daily_realized_pnl = dec(daily + record.realized_pnl)
             except TradebotError as error:
-                cycle.note("SAFETY", "CRITICAL", "EMERGENCY_CLOSE_FAILED",
-                           f"{trip.rule}: closing the {position.side} position on {cycle.symbol} failed: {error.message}")
+                # One SAFETY event with the trip and the failure (the gateway then writes it instead of its own).
+                cycle.note("SAFETY", "CRITICAL", "EMERGENCY_STOP",
+                           f"Safety rule {trip.rule} paused the bot: {trip.message}; closing the {position.side} "
+                           f"position on {cycle.symbol} FAILED: {error.message}",
+                           {**trip.details, "rule": trip.rule, "positionClosed": "false", "closeError": error.message})
         # The gateway writes the CRITICAL SAFETY TradeLog from the verdict; the log line is ours.
         log.critical("safety stop", extra={"rule": trip.rule, "reason": trip.message, "details": trip.details,
                                            "positionClosed": verdict.position_closed, "symbol": cycle.symbol})

@@ -45,6 +45,11 @@ class FaultyPaperBroker(PaperBroker):
             raise Unavailable("Binance error -1007: Timeout waiting for response; execution status unknown")
         return await super().open_position(order)
 
+    async def close_position(self, symbol, client_order_id, reason):
+        if "close" in self.fail:
+            raise Unavailable("Binance unavailable: HTTP 502")
+        return await super().close_position(symbol, client_order_id, reason)
+
     async def account(self):
         if "account" in self.fail:
             raise Unavailable("Binance unavailable: HTTP 503")
@@ -96,6 +101,21 @@ async def test_entry_with_unknown_outcome_is_found_and_protected(runner_with, pa
     reply = await runner_with({"open-unknown"}).run(request(user_id=user_id))
     assert reply.order.placed and reply.has_position and reply.position.stop_loss == "49000"
     assert not [e for e in reply.events if e.log_type == "ERROR"]
+    assert (await db.paperpositions.find_one({}))["stopLoss"] == "49000"
+
+
+async def test_failed_emergency_close_is_one_critical_safety_event_and_the_stop_stays(runner_with, paper_connection, db):
+    from tests.executor.builders import config
+    user_id, _ = paper_connection
+    tight = config(max_daily_loss="100")
+    opened = await runner_with(set()).run(request(user_id=user_id, tick_id="t1", bot_config=tight))
+    reply = await runner_with({"close"}).run(request(user_id=user_id, tick_id="t2", price="49100", bot_config=tight,
+                                                     stored_position=opened.position))
+    assert reply.safety.tripped and reply.safety.pause_bot and not reply.safety.position_closed
+    [safety] = [e for e in reply.events if e.log_type == "SAFETY"]
+    assert safety.action == "EMERGENCY_STOP" and safety.severity == "CRITICAL"
+    assert safety.data["rule"] == "DAILY_LOSS" and "502" in safety.data["closeError"]
+    assert reply.has_position and reply.position.stop_loss == "49000"       # still protected
     assert (await db.paperpositions.find_one({}))["stopLoss"] == "49000"
 
 
