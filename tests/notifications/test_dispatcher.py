@@ -110,18 +110,23 @@ async def test_a_500_is_retried_until_the_receiver_accepts(db, receiver) -> None
     assert len({d.headers["x-tradebot-delivery"] for d in deliveries}) == 1
 
 
-async def test_a_400_is_not_retried(db, receiver) -> None:
+async def test_a_400_is_not_retried_and_the_log_names_no_secret(db, receiver, caplog) -> None:
     user, bot = ObjectId(), ObjectId()
-    await register(db, receiver, "/refuses", user)
-    receiver.script["/refuses"] = [400, 400, 400]
+    document = await register(db, receiver, "/refuses/token-in-path", user)
+    receiver.script["/refuses/token-in-path"] = [400, 400, 400]
     dispatcher = WebhookDispatcher(db, retry=FAST_RETRY)
     try:
-        dispatcher.enqueue([trade_log(user, bot, "ERROR", "ERROR", "ORDER_FAILED")])
-        assert await dispatcher.drain(5)
-        await asyncio.sleep(FAST_RETRY.initial_backoff * 3)  # long enough for a retry to have shown up
+        with caplog.at_level("INFO", logger="services.notifications"):
+            dispatcher.enqueue([trade_log(user, bot, "ERROR", "ERROR", "ORDER_FAILED")])
+            assert await dispatcher.drain(5)
+            await asyncio.sleep(FAST_RETRY.initial_backoff * 3)  # long enough for a retry to have shown up
     finally:
         await dispatcher.close()
-    assert len(receiver.for_path("/refuses")) == 1
+    assert len(receiver.for_path("/refuses/token-in-path")) == 1
+    rejected = [record for record in caplog.records if record.getMessage() == "webhook rejected the event"]
+    assert len(rejected) == 1 and rejected[0].status == 400
+    logged = " ".join(str(record.__dict__) for record in caplog.records)
+    assert document["secret"] not in logged and "token-in-path" not in logged
 
 
 async def test_enqueue_returns_at_once_while_the_receiver_hangs(db, receiver) -> None:
