@@ -11,7 +11,7 @@ GEN_STAMP := generated/.stamp
 PYTHON313 ?= $(shell p="$$(pyenv root 2>/dev/null)/versions/3.13.0/bin/python3.13"; \
 	if [ -x "$$p" ]; then echo "$$p"; else command -v python3.13; fi)
 
-.PHONY: install run test bench check-proto clean
+.PHONY: install run test bench check-proto clean ops-tools
 
 install: $(VENV)/.installed $(GEN_STAMP)
 
@@ -36,8 +36,15 @@ $(GEN_STAMP): $(PROTOS) $(VENV)/.installed
 run: install
 	$(PY) -m services.devstack
 
-test: install
+test: install ops-tools
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# docker-compose v1 validates docker-compose.yml offline (no Docker engine needed).
+# --no-install-recommends: without it apt also pulls in the Docker daemon.
+ops-tools:
+	@command -v docker-compose >/dev/null || { \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends docker-compose >/dev/null; }
 
 bench: install
 	$(PY) -m bench $(if $(BOTS),--bots $(BOTS))

@@ -123,6 +123,11 @@ async def start_server(
         options=[
             ("grpc.max_receive_message_length", 16 * 1024 * 1024),
             ("grpc.so_reuseport", 0),
+            # Clients re-resolve DNS only when a connection ends: closing
+            # connections after a minute lets scaled-out replicas join the
+            # round robin. The grace lets an in-flight call finish first.
+            ("grpc.max_connection_age_ms", 60_000),
+            ("grpc.max_connection_age_grace_ms", 300_000),
         ],
     )
     for binding in bindings:
