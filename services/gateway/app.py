@@ -89,7 +89,10 @@ def create_app(
             log.info("tick finished: no active bots", extra={"tickId": outcome.tick_id})
             return JSONResponse(response_body(outcome.started_at, [], message="No active bots"))
         body = response_body(outcome.started_at, outcome.results, error=outcome.persist_error)
-        log.info("tick finished", extra={"tickId": outcome.tick_id, "summary": summarize(outcome.results)})
+        log.info(
+            "tick finished",
+            extra={"tickId": outcome.tick_id, "summary": summarize(outcome.results), **_rounded(outcome.timings)},
+        )
         return JSONResponse(body)
 
     async def healthz(request: Request) -> JSONResponse:
@@ -119,6 +122,10 @@ def create_app(
         ],
         lifespan=lifespan,
     )
+
+
+def _rounded(timings: dict[str, float]) -> dict[str, float]:
+    return {name: round(seconds, 3) for name, seconds in timings.items()}
 
 
 async def _read_body(request: Request, limit: int) -> bytes | None:

@@ -56,11 +56,13 @@ class BotRepository:
 
     @classmethod
     def connect(cls, uri: str, database: str, *, timeout_ms: int = 5000, **client_options: Any) -> BotRepository:
+        # Only server selection is short (a down database answers 503 quickly). The connect
+        # timeout also bounds the driver's heartbeats: a busy server that is slow to answer one
+        # must not get its pool reset in the middle of a large bulk write.
         client: AsyncMongoClient = AsyncMongoClient(
             uri,
             tz_aware=True,
             serverSelectionTimeoutMS=timeout_ms,
-            connectTimeoutMS=timeout_ms,
             **client_options,
         )
         return cls(client, database)
