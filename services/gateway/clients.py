@@ -48,5 +48,24 @@ class ServiceClients:
         statuses = await asyncio.gather(*(check(self.channels[name]) for name in names))
         return dict(zip(names, statuses, strict=True))
 
+    async def wait_until_connected(self, timeout: float) -> None:
+        """Give channels that are not connected (a service restarted, or never called yet) up to
+        ``timeout`` seconds to connect, so calls made right after do not fail fast on a stale
+        reconnect back-off. A connected channel costs nothing; a service still down simply stays
+        down and its calls fail with UNAVAILABLE.
+        """
+        waiting = [
+            channel
+            for channel in self.channels.values()
+            if channel.get_state(try_to_connect=True) != grpc.ChannelConnectivity.READY
+        ]
+        if not waiting or timeout <= 0:
+            return
+        tasks = [asyncio.create_task(channel.channel_ready()) for channel in waiting]
+        _, pending = await asyncio.wait(tasks, timeout=timeout)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
     async def close(self) -> None:
         await asyncio.gather(*(channel.close() for channel in self.channels.values()))

@@ -40,6 +40,7 @@ from services.gateway.settings import GatewaySettings
 log = logging.getLogger(__name__)
 
 MIN_CALL_SECONDS = 1.0            # no call starts with less time than this left
+CONNECT_WAIT_SECONDS = 3.0        # at most this long for a (re)starting service's channel to connect
 RECENT_CANDLES_FOR_EXECUTOR = 10  # paper SL/TP look at candles since the entry, at least these
 
 
@@ -138,6 +139,8 @@ class _Tick:
             return TickOutcome(self.tick_id, self.now, [], no_active_bots=True, timings=timings)
         order = [document.get("_id") for document in claimed.claimed]
         bots = self._parse(claimed.claimed)
+        if bots:
+            await self.clients.wait_until_connected(min(CONNECT_WAIT_SECONDS, self.time_left() / 4))
         await self._run_groups(bots)
         self._settle_unfinished(order)
         timings["servicesSeconds"], mark = time.monotonic() - mark, time.monotonic()
