@@ -17,6 +17,7 @@ import threading
 from pathlib import Path
 
 from pymongo import MongoClient
+from pymongo.errors import PyMongoError
 
 from services.common.settings import SettingsError, env_int, env_str
 from services.devstack import dev_secrets
@@ -132,8 +133,8 @@ def main() -> int:
                 say(f"devstack: {', '.join(dead)} exited unexpectedly; stopping (logs in {log_dir})")
                 exit_code = 1
                 break
-    except (TimeoutError, RuntimeError, OSError) as error:
-        say(f"devstack: could not start: {error}")
+    except (TimeoutError, RuntimeError, OSError, PyMongoError) as error:
+        say(f"devstack: could not start: {type(error).__name__}: {error}")
         exit_code = 1
     finally:
         say("stopping...")
