@@ -14,6 +14,7 @@ import os
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from pymongo import MongoClient
@@ -34,7 +35,7 @@ def say(text: str) -> None:
         print(text, flush=True)
 
 
-def echo_child(verbose: bool):  # noqa: ANN201
+def echo_child(verbose: bool) -> Callable[[str, str], None]:
     """Children's JSON logs go to data/dev/logs/; the console gets errors (or everything when verbose)."""
 
     def echo(name: str, line: str) -> None:

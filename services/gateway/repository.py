@@ -87,7 +87,7 @@ class BotRepository:
             documents = await bots.find(
                 {"$or": [{"lockOwner": tick_id}, {"status": "ACTIVE"}]}, BOT_PROJECTION
             ).to_list()
-        except ConnectionFailure as error:
+        except PyMongoError as error:  # unreachable, or refusing (auth, not primary): the tick cannot start
             raise DatabaseUnavailable(type(error).__name__) from error
         claimed: list[dict[str, Any]] = []
         in_progress: list[dict[str, Any]] = []

@@ -34,7 +34,7 @@ from services.gateway.clients import ServiceClients
 from services.gateway.conversions import action_name, config_to_proto, position_to_proto, statistics_to_proto
 from services.gateway.documents import BotDocument, BotIdentity, InvalidBotDocument, identity_of, parse_bot
 from services.gateway.repository import BotRepository, BotUpdate
-from services.gateway.results import BotResult
+from services.gateway.results import BotResult, BotStatus
 from services.gateway.settings import GatewaySettings
 
 log = logging.getLogger(__name__)
@@ -419,7 +419,7 @@ def _candles_for_executor(bot: BotDocument, candles: Sequence[common_pb2.Candle]
     return since_entry if len(since_entry) > len(recent) else recent
 
 
-def _result(identity: BotIdentity, status: Any, **fields: Any) -> BotResult:
+def _result(identity: BotIdentity, status: BotStatus, **fields: Any) -> BotResult:
     return BotResult(
         bot_instance_id=str(identity.instance_id),
         bot_name=identity.bot_name,
