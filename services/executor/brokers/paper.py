@@ -8,6 +8,8 @@ Collections (amounts are decimal strings):
   ``_id`` makes a second concurrent entry on the symbol impossible.
 - ``paperfills``     every entry/exit fill keyed by client order id (idempotency).
 - ``papertrades``    closed trades with realised PnL net of fees.
+Storage sits behind ``paper_store.PaperStore``: MongoDB for the executor,
+process memory for backtests (``MemoryPaperStore``); the rules here are shared.
 
 Fills happen at the reference price plus the taker fee. Stop-loss and
 take-profit trigger on candles that opened at or after the entry (their
@@ -24,9 +26,7 @@ from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
-from pymongo import ReturnDocument
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import DuplicateKeyError
 
 from services.common.decimals import format_decimal
 from services.common.errors import FailedPrecondition, Unavailable
@@ -40,6 +40,7 @@ from services.executor.brokers.base import (
     PositionSide,
     ProtectiveOrders,
 )
+from services.executor.brokers.paper_store import MongoPaperStore, PaperStore
 
 _ACCOUNT_RETRIES = 100
 
@@ -67,17 +68,15 @@ class PaperBroker:
 
     def __init__(
         self,
-        db: AsyncDatabase,
+        db: AsyncDatabase | PaperStore,
         connection_id: str,
         *,
         initial_balance: Decimal,
         taker_fee: Decimal,
         clock: Callable[[], int] = _now_ms,
     ) -> None:
-        self._accounts = db["paperaccounts"]
-        self._positions = db["paperpositions"]
-        self._fills = db["paperfills"]
-        self._trades = db["papertrades"]
+        # A MongoDB database (the executor) or any PaperStore (backtests: in memory).
+        self._store: PaperStore = MongoPaperStore(db) if isinstance(db, AsyncDatabase) else db
         self._connection_id = connection_id
         self._initial_balance = initial_balance
         self._taker_fee = taker_fee
@@ -86,26 +85,13 @@ class PaperBroker:
 
     # -- account -------------------------------------------------------
     async def _account_doc(self) -> dict[str, Any]:
-        try:
-            return await self._upsert_account()
-        except DuplicateKeyError:  # two first-ever reads raced on the upsert: the other one created it
-            return await self._upsert_account()
-
-    async def _upsert_account(self) -> dict[str, Any]:
-        doc = await self._accounts.find_one_and_update(
-            {"_id": self._connection_id},
-            {"$setOnInsert": {
-                "walletBalance": _s(self._initial_balance),
-                "lockedMargin": "0",
-                "version": 0,
-                "symbols": {},
-                "createdAtMs": self._clock(),
-            }},
-            upsert=True,
-            return_document=ReturnDocument.AFTER,
-        )
-        assert doc is not None
-        return doc
+        return await self._store.get_or_create_account(self._connection_id, {
+            "walletBalance": _s(self._initial_balance),
+            "lockedMargin": "0",
+            "version": 0,
+            "symbols": {},
+            "createdAtMs": self._clock(),
+        })
 
     async def _adjust_balance(self, wallet_delta: Decimal, locked_delta: Decimal,
                               require_available: Decimal | None = None) -> None:
@@ -118,15 +104,9 @@ class PaperBroker:
                     f"paper order rejected: margin is insufficient (available {_s(wallet - locked)} USDT, "
                     f"needed {_s(require_available)} USDT)"
                 )
-            updated = await self._accounts.find_one_and_update(
-                {"_id": self._connection_id, "version": doc["version"]},
-                {"$set": {
-                    "walletBalance": _s(wallet + wallet_delta),
-                    "lockedMargin": _s(locked + locked_delta),
-                    "version": doc["version"] + 1,
-                }},
-            )
-            if updated is not None:
+            if await self._store.compare_and_set_balance(
+                self._connection_id, doc["version"], _s(wallet + wallet_delta), _s(locked + locked_delta)
+            ):
                 return
         raise Unavailable("paper account is busy; try again")
 
@@ -137,9 +117,8 @@ class PaperBroker:
 
     async def prepare_symbol(self, symbol: str, leverage: int, margin_type: str) -> None:
         await self._account_doc()
-        await self._accounts.update_one(
-            {"_id": self._connection_id},
-            {"$set": {f"symbols.{symbol}": {"leverage": leverage, "marginType": margin_type}}},
+        await self._store.set_symbol_settings(
+            self._connection_id, symbol, {"leverage": leverage, "marginType": margin_type}
         )
 
     # -- positions -----------------------------------------------------
@@ -147,7 +126,7 @@ class PaperBroker:
         return f"{self._connection_id}:{symbol}"
 
     async def _position_doc(self, symbol: str) -> dict[str, Any] | None:
-        return await self._positions.find_one({"_id": self._position_key(symbol)})
+        return await self._store.get_position(self._position_key(symbol))
 
     def _mark(self, doc: dict[str, Any]) -> Decimal:
         return self._prices.get(doc["symbol"]) or _d(doc.get("markPrice") or doc["entryPrice"])
@@ -188,13 +167,11 @@ class PaperBroker:
                 reason, price, client_id = trigger
                 await self._close(doc, price, reason, client_id, when)
                 return
-        await self._positions.update_one(
-            {"_id": doc["_id"], "openTimeMs": opened}, {"$set": {"markPrice": _s(market.price)}}
-        )
+        await self._store.update_position(doc["_id"], opened, {"markPrice": _s(market.price)})
 
     # -- orders --------------------------------------------------------
     async def find_entry(self, symbol: str, client_order_id: str) -> Fill | None:
-        fill = await self._fills.find_one({"_id": f"{self._connection_id}:{client_order_id}", "kind": "ENTRY"})
+        fill = await self._store.get_fill(f"{self._connection_id}:{client_order_id}", "ENTRY")
         if fill is not None:
             return _fill_from_doc(fill)
         doc = await self._position_doc(symbol)
@@ -229,9 +206,8 @@ class PaperBroker:
             "entryClientOrderId": order.client_order_id,
             "entryOrderId": f"paper-{uuid.uuid4().hex[:16]}",
         }
-        try:  # the position's _id is the claim: one position per symbol, even under concurrency
-            await self._positions.insert_one(doc)
-        except DuplicateKeyError:
+        # The position's _id is the claim: one position per symbol, even under concurrency.
+        if not await self._store.insert_position(doc):
             again = await self.find_entry(order.symbol, order.client_order_id)
             if again is not None:
                 return again
@@ -239,7 +215,7 @@ class PaperBroker:
         try:
             await self._adjust_balance(-fee, margin, require_available=margin + fee)
         except BaseException:
-            await self._positions.delete_one({"_id": doc["_id"], "entryClientOrderId": order.client_order_id})
+            await self._store.delete_position(doc["_id"], order.client_order_id)
             raise
         fill = _entry_fill_from_position(doc)
         await self._record_fill(fill, order.symbol, order.side, "ENTRY")
@@ -257,13 +233,10 @@ class PaperBroker:
             raise FailedPrecondition(
                 f"paper order rejected: stop-loss {_s(stop_loss)} would immediately trigger (mark {_s(mark)})"
             )
-        await self._positions.update_one(
-            {"_id": doc["_id"], "openTimeMs": doc["openTimeMs"]},
-            {"$set": {
-                "stopLoss": _s(stop_loss), "stopLossId": stop_loss_client_id,
-                "takeProfit": _s(take_profit), "takeProfitId": take_profit_client_id,
-            }},
-        )
+        await self._store.update_position(doc["_id"], doc["openTimeMs"], {
+            "stopLoss": _s(stop_loss), "stopLossId": stop_loss_client_id,
+            "takeProfit": _s(take_profit), "takeProfitId": take_profit_client_id,
+        })
         return ProtectiveOrders(stop_loss_client_id, stop_loss, take_profit_client_id, take_profit)
 
     async def protective_orders(self, symbol: str) -> ProtectiveOrders:
@@ -273,9 +246,8 @@ class PaperBroker:
         return _protective_from_doc(doc)
 
     async def cancel_protective_orders(self, symbol: str) -> None:
-        await self._positions.update_one(
-            {"_id": self._position_key(symbol)},
-            {"$unset": {"stopLoss": "", "stopLossId": "", "takeProfit": "", "takeProfitId": ""}},
+        await self._store.unset_position_fields(
+            self._position_key(symbol), ("stopLoss", "stopLossId", "takeProfit", "takeProfitId")
         )
 
     async def close_position(self, symbol: str, client_order_id: str, reason: str) -> Fill | None:
@@ -286,14 +258,14 @@ class PaperBroker:
 
     async def _close(self, doc: dict[str, Any], price: Decimal, reason: str, client_order_id: str,
                      when_ms: int) -> Fill | None:
-        claimed = await self._positions.find_one_and_delete({"_id": doc["_id"], "openTimeMs": doc["openTimeMs"]})
+        claimed = await self._store.take_position(doc["_id"], doc["openTimeMs"])
         if claimed is None:  # another bot of this account closed it a moment ago
             return None
         side, quantity, entry = claimed["side"], _d(claimed["quantity"]), _d(claimed["entryPrice"])
         gross = _gross_pnl(side, entry, price, quantity)
         exit_fee = price * quantity * self._taker_fee
         entry_fee = _d(claimed["entryFee"])
-        await self._trades.insert_one({
+        await self._store.insert_trade({
             "connectionId": self._connection_id,
             "symbol": claimed["symbol"],
             "side": side,
@@ -315,8 +287,8 @@ class PaperBroker:
         return fill
 
     async def _record_fill(self, fill: Fill, symbol: str, side: str, kind: str) -> None:
-        try:
-            await self._fills.insert_one({
+        # An existing id (the same client id reused for a later exit) is kept: the trade record is what counts.
+        await self._store.insert_fill({
                 "_id": f"{self._connection_id}:{fill.client_order_id}",
                 "connectionId": self._connection_id,
                 "symbol": symbol,
@@ -329,21 +301,15 @@ class PaperBroker:
                 "fee": _s(fill.fee),
                 "timeMs": fill.time_ms,
             })
-        except DuplicateKeyError:
-            pass  # the same client id reused for a later exit: the trade record is what counts
 
     # -- records -------------------------------------------------------
     async def closed_trade(self, symbol: str, side: PositionSide, open_time_ms: int) -> ClosedTradeRecord | None:
-        query: dict[str, Any] = {"connectionId": self._connection_id, "symbol": symbol, "side": side}
         if open_time_ms > 0:
-            query["openTimeMs"] = {"$gte": open_time_ms}
-            cursor = self._trades.find(query).sort("openTimeMs", 1).limit(1)
+            trade = await self._store.first_trade_opened_since(self._connection_id, symbol, side, open_time_ms)
         else:
-            cursor = self._trades.find(query).sort("closeTimeMs", -1).limit(1)
-        docs = await cursor.to_list(length=1)
-        if not docs:
+            trade = await self._store.latest_closed_trade(self._connection_id, symbol, side)
+        if trade is None:
             return None
-        trade = docs[0]
         return ClosedTradeRecord(
             symbol=trade["symbol"],
             side=trade["side"],
@@ -358,14 +324,7 @@ class PaperBroker:
         )
 
     async def realized_pnl_since(self, symbol: str, since_ms: int) -> Decimal:
-        total = Decimal(0)
-        cursor = self._trades.find(
-            {"connectionId": self._connection_id, "symbol": symbol, "closeTimeMs": {"$gte": since_ms}},
-            {"realizedPnl": 1},
-        )
-        async for trade in cursor:
-            total += _d(trade["realizedPnl"])
-        return total
+        return await self._store.realized_pnl_since(self._connection_id, symbol, since_ms)
 
     async def close(self) -> None:
         """Nothing to release: the MongoDB client belongs to the server."""
