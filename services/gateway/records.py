@@ -141,7 +141,7 @@ def cycle_update(
     fields: dict[str, Any] = {
         "lastAnalysis": analysis_to_document(analysis, now),
         "currentPosition": position_to_document(cycle.position) if cycle.has_position else None,
-        "lastError": safety_error(cycle.safety),
+        "lastError": cycle_error(cycle),
         "lastRunAt": now,
         "updatedAt": now,
     }
@@ -160,6 +160,18 @@ def safety_error(safety: executor_pb2.SafetyVerdict) -> str | None:
         return None
     verdict = "paused" if safety.pause_bot else "stopped"
     return f"Safety rule {safety.rule or 'UNKNOWN'} {verdict} the bot: {safety.message}"
+
+
+def cycle_error(cycle: executor_pb2.RunCycleResponse) -> str | None:
+    """What the bot's owner must see after a cycle that ran: a safety stop, else the first
+    ERROR/CRITICAL event (an order the exchange rejected, say); None when all went well."""
+    tripped = safety_error(cycle.safety)
+    if tripped is not None:
+        return tripped
+    for event in cycle.events:
+        if event.severity in ("ERROR", "CRITICAL"):
+            return event.message
+    return None
 
 
 def cycle_logs(

@@ -340,7 +340,7 @@ class _Tick:
             confidence=analysis.signal.confidence,
             order_placed=cycle.order.placed,
             has_position=cycle.has_position,
-            error=records.safety_error(cycle.safety),
+            error=records.cycle_error(cycle),
         )
         self.outcomes[bot.instance_id] = _BotOutcome(
             result,

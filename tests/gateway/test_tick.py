@@ -355,3 +355,20 @@ async def test_executor_events_are_written_as_is_without_duplicates(gateway):
     }
     [safety] = gateway.logs(bot_id, logType="SAFETY")
     assert safety["data"] == {"dailyPnl": "-120"} and safety["message"] == "safety stop (DAILY_LOSS)"
+
+
+async def test_a_rejected_order_is_the_bots_last_error(gateway):
+    [bot_id] = gateway.add_bots(1)
+    gateway.fakes.strategy.signals[1] = (common_pb2.ACTION_HOLD, 10.0)  # no order from the fake itself
+    gateway.fakes.executor.events[str(bot_id)] = [
+        executor_pb2.ExecutorEvent(log_type="ERROR", severity="ERROR", action="ORDER_FAILED",
+                                   message="LONG entry on BTCUSDT rejected: Margin is insufficient"),
+    ]  # fmt: skip
+    body = await gateway.tick()
+    [result] = body["results"]
+    assert result["status"] == "success" and result["orderPlaced"] is False
+    assert result["error"] == "LONG entry on BTCUSDT rejected: Margin is insufficient"
+    assert gateway.bot(bot_id)["lastError"] == result["error"]
+    assert gateway.bot(bot_id)["currentPosition"] is None
+    [failure] = gateway.logs(bot_id, logType="ERROR")
+    assert failure["action"] == "ORDER_FAILED"
