@@ -27,6 +27,8 @@ class GatewaySettings:
     lease_seconds: float = 300.0
     candle_limit: int = 300
     use_ai: bool = True
+    # False: one market and one strategy call per bot (the benchmark's seed-style baseline).
+    group_work: bool = True
     # Time kept back from the deadline for the final bulk writes and the response.
     write_reserve_seconds: float = 10.0
     mongodb_timeout_ms: int = 5000
@@ -68,6 +70,7 @@ class GatewaySettings:
             lease_seconds=env_float("LEASE_SECONDS", deadline + 30.0, minimum=deadline, env=env),
             candle_limit=env_int("TICK_CANDLE_LIMIT", 300, minimum=50, maximum=1500, env=env),
             use_ai=env_bool("TICK_USE_AI", True, env=env),
+            group_work=env_bool("TICK_GROUPING", True, env=env),
             write_reserve_seconds=min(10.0, deadline / 5),
             mongodb_timeout_ms=env_int("MONGODB_TIMEOUT_MS", 5000, minimum=100, env=env),
             qstash_current_signing_key=current_key,

@@ -52,6 +52,7 @@ class TickConfig:
     candle_limit: int = 300
     use_ai: bool = True
     write_reserve_seconds: float = 10.0
+    group_work: bool = True
 
     @classmethod
     def from_settings(cls, settings: GatewaySettings) -> TickConfig:
@@ -62,6 +63,7 @@ class TickConfig:
             candle_limit=settings.candle_limit,
             use_ai=settings.use_ai,
             write_reserve_seconds=settings.write_reserve_seconds,
+            group_work=settings.group_work,
         )
 
 
@@ -124,7 +126,7 @@ class _Tick:
         self.started_bots: set[Any] = set()
         self.upstream_slots = asyncio.Semaphore(self.config.concurrency)
         self.executor_slots = asyncio.Semaphore(self.config.concurrency)
-        self.symbol_data: dict[str, asyncio.Task[tuple[str, common_pb2.SymbolFilters]]] = {}
+        self.symbol_data: dict[tuple[str, str], asyncio.Task[tuple[str, common_pb2.SymbolFilters]]] = {}
         self.metadata = ((TICK_ID_METADATA_KEY, tick_id),)
 
     def time_left(self) -> float:
@@ -168,9 +170,11 @@ class _Tick:
     # --- 2. groups ----------------------------------------------------------
 
     async def _run_groups(self, bots: Sequence[BotDocument]) -> None:
-        by_market: dict[tuple[str, str], list[BotDocument]] = defaultdict(list)
+        by_market: dict[tuple[str, str, str], list[BotDocument]] = defaultdict(list)
         for bot in bots:
-            by_market[(bot.symbol, bot.config.interval)].append(bot)
+            # Without grouping (the benchmark's baseline) every bot is a group of its own.
+            solo = "" if self.config.group_work else str(bot.instance_id)
+            by_market[(bot.symbol, bot.config.interval, solo)].append(bot)
         tasks = {asyncio.create_task(self._market_group(key, members)): members for key, members in by_market.items()}
         if not tasks:
             return
@@ -191,10 +195,10 @@ class _Tick:
             elif not symbol_task.cancelled():
                 symbol_task.exception()  # already reported through its groups; mark it retrieved
 
-    async def _market_group(self, key: tuple[str, str], bots: list[BotDocument]) -> None:
-        symbol, interval = key
+    async def _market_group(self, key: tuple[str, str, str], bots: list[BotDocument]) -> None:
+        symbol, interval, solo = key
         try:
-            market = await self._upstream(lambda: self._market(symbol, interval))
+            market = await self._upstream(lambda: self._market(symbol, interval, solo))
         except _Skip as skip:
             self._skip_all(bots, str(skip))
             return
@@ -206,15 +210,16 @@ class _Tick:
             by_strategy[(bot.bot_id, symbol, interval, ())].append(bot)
         await asyncio.gather(*(self._strategy_group(k, members, market) for k, members in by_strategy.items()))
 
-    async def _market(self, symbol: str, interval: str) -> _Market:
+    async def _market(self, symbol: str, interval: str, solo: str) -> _Market:
         candles_call = self._call(
             "market GetCandles",
             self.clients.market.GetCandles,
             market_pb2.GetCandlesRequest(symbol=symbol, interval=interval, limit=self.config.candle_limit),
         )
-        if symbol not in self.symbol_data:  # filters and price are per symbol, shared across intervals
-            self.symbol_data[symbol] = asyncio.create_task(self._symbol_data(symbol))
-        candles, (price, filters) = await asyncio.gather(candles_call, asyncio.shield(self.symbol_data[symbol]))
+        shared = (symbol, solo)  # filters and price are per symbol, shared across its intervals
+        if shared not in self.symbol_data:
+            self.symbol_data[shared] = asyncio.create_task(self._symbol_data(symbol))
+        candles, (price, filters) = await asyncio.gather(candles_call, asyncio.shield(self.symbol_data[shared]))
         closed = [candle for candle in candles.candles if candle.closed]
         if not closed:
             raise _StageFailed(f"no closed candles for {symbol} {interval}")

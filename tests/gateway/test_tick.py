@@ -372,3 +372,12 @@ async def test_a_rejected_order_is_the_bots_last_error(gateway):
     assert gateway.bot(bot_id)["currentPosition"] is None
     [failure] = gateway.logs(bot_id, logType="ERROR")
     assert failure["action"] == "ORDER_FAILED"
+
+
+async def test_grouping_can_be_turned_off_for_the_baseline(gateway_factory):
+    async with gateway_factory(group_work=False) as gateway:
+        gateway.add_bots(4, symbol=BTC)
+        body = await gateway.tick()
+    assert body["summary"]["successful"] == 4
+    assert gateway.fakes.market.count("GetCandles") == 4 and gateway.fakes.market.count("GetPrice") == 4
+    assert len(gateway.fakes.strategy.calls) == 4
