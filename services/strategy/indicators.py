@@ -103,3 +103,69 @@ def compute_indicators(candles: CandleSeries) -> Indicators:
         # Cannot happen with MIN_CANDLES valid candles; refuse rather than send NaN.
         raise FailedPrecondition(f"indicators could not be computed from these candles: {', '.join(missing)}")
     return values
+
+
+class IndicatorSeries:
+    """Every indicator computed once over a whole candle history (backtests).
+
+    All of them are causal (EMAs, Wilder smoothing, rolling windows), so the
+    value at index i depends only on candles 0..i: ``at(i)`` equals
+    ``compute_indicators`` on the first i + 1 candles, which a test proves.
+    Computing once turns a year of 5-minute steps from ~10^5 pandas runs into one.
+    """
+
+    def __init__(self, candles: CandleSeries) -> None:
+        close = pd.Series(candles.close)
+        high = pd.Series(candles.high)
+        low = pd.Series(candles.low)
+        volume = pd.Series(candles.volume)
+        rsi = RSIIndicator(close, window=RSI_WINDOW).rsi()
+        macd = MACD(close, window_slow=MACD_SLOW, window_fast=MACD_FAST, window_sign=MACD_SIGNAL)
+        macd_hist = macd.macd_diff()
+        bands = BollingerBands(close, window=BOLLINGER_WINDOW, window_dev=BOLLINGER_DEVIATIONS)
+        atr = AverageTrueRange(high, low, close, window=ATR_WINDOW).average_true_range()
+        columns: dict[str, pd.Series] = {
+            "close": close,
+            "rsi": rsi,
+            "rsi_prev": rsi.shift(1),
+            "macd": macd.macd(),
+            "macd_signal": macd.macd_signal(),
+            "macd_histogram": macd_hist,
+            "macd_histogram_prev": macd_hist.shift(1),
+            "bb_upper": bands.bollinger_hband(),
+            "bb_middle": bands.bollinger_mavg(),
+            "bb_lower": bands.bollinger_lband(),
+            "atr": atr,
+            "volume": volume,
+            "volume_ma_20": volume.rolling(VOLUME_MA_WINDOW).mean(),
+        }
+        for window in EMA_WINDOWS:
+            ema = EMAIndicator(close, window=window).ema_indicator()
+            columns[f"ema_{window}"] = ema
+            if window == 50:
+                columns["ema_50_prev"] = ema.shift(SLOPE_LOOKBACK)
+        # Plain lists: reading one step is then 22 list lookups, not 22 pandas calls.
+        self._columns: dict[str, list[float]] = {name: series.tolist() for name, series in columns.items()}
+        # compute_indicators' "price never moved" rule, as of each step: running max == running min.
+        self._flat: list[bool] = (close.cummax() == close.cummin()).tolist()
+        self._length = len(candles)
+
+    def __len__(self) -> int:
+        return self._length
+
+    def at(self, index: int) -> Indicators:
+        """The indicators a live analysis of candles[0..index] would report."""
+        if index < 0:
+            index += self._length
+        require_candles(index + 1, MIN_CANDLES, "the analysis")
+        values: Indicators = {name: column[index] for name, column in self._columns.items()}
+        if self._flat[index]:
+            values["rsi"] = values["rsi_prev"] = 50.0
+        width = values["bb_upper"] - values["bb_lower"]
+        values["bb_percent_b"] = (values["close"] - values["bb_lower"]) / width if width > 0 else 0.5
+        values["atr_pct"] = values["atr"] / values["close"] * 100.0
+        values["volume_ratio"] = values["volume"] / values["volume_ma_20"] if values["volume_ma_20"] > 0 else 0.0
+        missing = sorted(name for name, value in values.items() if not math.isfinite(value))
+        if missing:
+            raise FailedPrecondition(f"indicators could not be computed from these candles: {', '.join(missing)}")
+        return values
