@@ -36,6 +36,7 @@ from services.gateway.documents import BotDocument, BotIdentity, InvalidBotDocum
 from services.gateway.repository import BotRepository, BotUpdate
 from services.gateway.results import BotResult, BotStatus
 from services.gateway.settings import GatewaySettings
+from services.gateway.slots import PrioritySlots
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +126,7 @@ class _Tick:
         self.identities: dict[Any, BotIdentity] = {}
         self.started_bots: set[Any] = set()
         self.upstream_slots = asyncio.Semaphore(self.config.concurrency)
-        self.executor_slots = asyncio.Semaphore(self.config.concurrency)
+        self.executor_slots = PrioritySlots(self.config.concurrency)
         self.symbol_data: dict[tuple[str, str], asyncio.Task[tuple[str, common_pb2.SymbolFilters]]] = {}
         self.metadata = ((TICK_ID_METADATA_KEY, tick_id),)
 
@@ -259,7 +260,8 @@ class _Tick:
     # --- 3. per bot -----------------------------------------------------------
 
     async def _bot(self, bot: BotDocument, market: _Market, analysis: strategy_pb2.AnalyzeResponse) -> None:
-        async with self.executor_slots:
+        # Open positions first: monitoring risk matters more than finding an entry.
+        async with self.executor_slots.slot(0 if bot.position is not None else 1):
             if self.time_left() < MIN_CALL_SECONDS:
                 self._skip(bot.identity, "deadline")
                 return
