@@ -11,6 +11,7 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
+from services.backtest.cli import add_backtest_parser
 from services.cli import bots, credentials, logs, ops, webhooks
 from services.cli.bot_config import INTERVALS
 from services.cli.errors import CliError
@@ -120,7 +121,7 @@ def _webhooks(commands: argparse._SubParsersAction) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tradebot",
-        description="Manage trading bots: users, bots, exchange connections, logs, ticks, status, webhooks. "
+        description="Manage trading bots: users, bots, exchange connections, logs, ticks, status, webhooks, backtests. "
         "Reads MONGODB_URI/MONGODB_DB; CREDENTIALS_KEYS for connection/keys; GATEWAY_URL and CRON_SECRET "
         "for tick/status.",
     )
@@ -131,6 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     _operations(commands)
     _credentials(commands)
     _webhooks(commands)
+    add_backtest_parser(commands)
     return parser
 
 
