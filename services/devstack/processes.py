@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -47,6 +48,23 @@ def python_module(module: str, *args: str) -> list[str]:
     return [sys.executable, "-m", module, *args]
 
 
+def _die_with_parent() -> None:
+    """In the child, before exec: on Linux, get SIGTERM if the launcher dies (even by SIGKILL).
+
+    The children run in their own session (so a terminal Ctrl-C reaches only the launcher);
+    without this a killed launcher would leave them running.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
 class ChildProcess:
     def __init__(
         self,
@@ -71,6 +89,7 @@ class ChildProcess:
             stdin=subprocess.DEVNULL,
             text=True,
             start_new_session=True,
+            preexec_fn=_die_with_parent,
         )
         self._reader = threading.Thread(target=self._read, name=f"{name}-output", daemon=True)
         self._reader.start()
