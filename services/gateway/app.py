@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, PlainTextResponse
 from starlette.routing import Route
 
 from services.gateway.auth import CronAuthenticator
@@ -59,6 +59,8 @@ def create_app(
                 await repo.close()
 
     async def run_bots(request: Request) -> JSONResponse:
+        if request.method not in ("GET", "POST"):  # Starlette adds HEAD to GET routes: a probe must not run a tick
+            return PlainTextResponse("Method Not Allowed", status_code=405, headers={"Allow": "GET, POST"})
         # Authentication comes first: an unauthenticated caller costs no database work.
         authorization = request.headers.get("authorization")
         signature = request.headers.get("upstash-signature")

@@ -71,7 +71,7 @@ async def test_secret_is_compared_in_constant_time_over_bytes(gateway, monkeypat
     assert all(isinstance(a, bytes) and isinstance(b, bytes) for a, b in seen)
 
 
-@pytest.mark.parametrize("method", ["PUT", "DELETE", "PATCH"])
+@pytest.mark.parametrize("method", ["PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"])
 async def test_other_methods_get_405(gateway, method):
     response = await gateway.http.request(method, PATH, headers=AUTH)
     assert response.status_code == 405
