@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse
+from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from services.gateway.auth import CronAuthenticator
@@ -58,7 +58,7 @@ def create_app(
             if repository is None:
                 await repo.close()
 
-    async def run_bots(request: Request) -> JSONResponse:
+    async def run_bots(request: Request) -> Response:
         if request.method not in ("GET", "POST"):  # Starlette adds HEAD to GET routes: a probe must not run a tick
             return PlainTextResponse("Method Not Allowed", status_code=405, headers={"Allow": "GET, POST"})
         # Authentication comes first: an unauthenticated caller costs no database work.
