@@ -138,8 +138,11 @@ class Stack:
     def stop(self) -> dict[str, int]:
         """The gateway first (no new ticks), then the services; each drains in-flight calls."""
         codes: dict[str, int] = {}
-        for name in ("gateway", *reversed(GRPC_SERVICES)):
-            process = self.processes.get(name)
-            if process is not None:
-                codes[name] = process.stop()
+        if "gateway" in self.processes:
+            codes["gateway"] = self.processes["gateway"].stop()
+        services = [self.processes[name] for name in reversed(GRPC_SERVICES) if name in self.processes]
+        for process in services:  # the services drain in parallel
+            process.terminate()
+        for process in services:
+            codes[process.name] = process.stop()
         return codes
