@@ -59,5 +59,8 @@ def build_runner(*, initial_balance: Decimal, taker_fee: Decimal,
     store = MemoryPaperStore()
     broker = PaperBroker(store, BACKTEST_CONNECTION_ID, initial_balance=initial_balance, taker_fee=taker_fee,
                          clock=clock)
-    runner = CycleRunner(SinglePaperConnection(), SinglePaperBroker(broker), AccountCache(), clock=clock)
+    # Each step is its own tick: the account snapshot must not outlive it (a wall-clock TTL
+    # would keep ~10^5 entries alive and make every lookup scan them).
+    runner = CycleRunner(SinglePaperConnection(), SinglePaperBroker(broker), AccountCache(ttl_seconds=0.0),
+                         clock=clock)
     return runner, broker, store
