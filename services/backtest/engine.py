@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import bisect
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -37,7 +37,7 @@ from services.backtest.wiring import (
 )
 from services.common.decimals import format_decimal
 from services.common.errors import InvalidArgument
-from services.executor.brokers.base import MarketView
+from services.executor.brokers.base import ExchangePosition, MarketView
 from services.executor.convert import candles_from_proto
 from services.gateway.records import tally
 from services.market.sources.universe import SIMULATED_UNIVERSE
@@ -57,7 +57,6 @@ FIRST_CYCLE_CANDLES = 10                 # what the gateway hands the executor a
 _ACTIONS = {"BUY": common_pb2.ACTION_BUY, "SELL": common_pb2.ACTION_SELL, "HOLD": common_pb2.ACTION_HOLD}
 
 Progress = Callable[[int, int], None]
-SignalFilter = Callable[[int, Decision, Mapping[str, float]], Any]
 
 
 @dataclass(frozen=True)
@@ -98,6 +97,7 @@ class BacktestResult:
     first_candle_ms: int = 0
     last_candle_ms: int = 0
     ai_calls: int = 0
+    open_position: ExchangePosition | None = None   # still open when the history ended (not in the trades)
 
 
 def filters_for(symbol: str) -> common_pb2.SymbolFilters:
@@ -132,14 +132,15 @@ def step_times(history: History, step_ms: int, min_candles: int, start_ms: int |
 
 
 class _Replay:
-    def __init__(self, params: BacktestParams, history: History, progress: Progress | None) -> None:
+    def __init__(self, params: BacktestParams, history: History, progress: Progress | None,
+                 strategy: Strategy | None = None) -> None:
         if history.interval_ms <= 0:
             raise InvalidArgument("history has no interval")
         self.params = params
         self.history = history
         self.progress = progress
         self.strategy_class: type[Strategy] = strategy_for(params.preset)
-        self.strategy = self.strategy_class()
+        self.strategy = strategy if strategy is not None else self.strategy_class()
         self.strategy_params = self.strategy_class.resolve_parameters({})   # the gateway sends no overrides
         self.series = history.series()
         self.indicators = IndicatorSeries(self.series)
@@ -218,6 +219,7 @@ class _Replay:
             if self.confirmer is not None:
                 await self.confirmer.close()
         self.result.trades = self.store.trades
+        self.result.open_position = await self.broker.position(params.symbol)
         return self.result
 
     async def step(self, now: int, last: int) -> None:
@@ -303,8 +305,12 @@ def _prefix(series: CandleSeries, count: int) -> CandleSeries:
                         series.low[:count], series.close[:count], series.volume[:count])
 
 
-async def run_backtest(params: BacktestParams, history: History, progress: Progress | None = None) -> BacktestResult:
+async def run_backtest(params: BacktestParams, history: History, progress: Progress | None = None, *,
+                       strategy: Strategy | None = None) -> BacktestResult:
     """Replay ``history`` for one bot; see the module docstring for what each step does.
+
+    ``strategy`` replaces the preset's strategy instance (its decide() gets the
+    same indicators and trend): for scripted signals in tests and research.
 
     The executor's per-cycle log lines (one per step, a CRITICAL per safety
     stop) are silenced for the run: the report carries them.
@@ -313,6 +319,6 @@ async def run_backtest(params: BacktestParams, history: History, progress: Progr
     previous = executor_log.level
     executor_log.setLevel(logging.CRITICAL + 1)
     try:
-        return await _Replay(params, history, progress).run()
+        return await _Replay(params, history, progress, strategy).run()
     finally:
         executor_log.setLevel(previous)

@@ -149,6 +149,11 @@ def summary(result: BacktestResult) -> dict[str, Any]:
             ],
         },
         "aiCalls": result.ai_calls,
+        "openPositionAtEnd": None if (open_ := result.open_position) is None else {
+            "side": open_.side, "entryPrice": format_decimal(open_.entry_price),
+            "quantity": format_decimal(open_.quantity), "markPrice": format_decimal(open_.mark_price),
+            "unrealizedPnl": format_decimal(open_.unrealized_pnl),
+        },
     }
 
 
