@@ -60,3 +60,16 @@ def test_devstack_seeds_ticks_and_stops_cleanly(tmp_path):
     assert re.search(r"^stopped$", devstack.output(), re.MULTILINE)
     with pytest.raises(httpx.HTTPError):  # the gateway is gone with it
         httpx.get(f"http://127.0.0.1:{ports['gateway']}/healthz", timeout=1)
+
+
+def test_scheduler_summary_lines_say_what_happened():
+    from services.devstack.scheduler import summary_line
+
+    ok = {"summary": {"totalBots": 4, "successful": 3, "failed": 1, "withPositions": 2, "skipped": 0}}
+    assert summary_line(200, ok, 0.42).endswith("200 in 0.42s: 4 bots, 3 ok, 1 failed, 2 with positions, 0 skipped")
+    idle = {"message": "No active bots", "summary": {"totalBots": 0}}
+    assert summary_line(200, idle, 0.1).endswith("0 bots, 0 ok, 0 failed, 0 with positions, 0 skipped (No active bots)")
+    assert summary_line(503, {"success": False, "error": "Database unavailable"}, 5.0).endswith(
+        "503 in 5.00s: Database unavailable"
+    )
+    assert summary_line(502, None, 0.1).endswith(": unreadable response")
