@@ -10,22 +10,20 @@ from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from typing import TYPE_CHECKING
+
 from tradebot.v1 import common_pb2, executor_pb2
 
-from services.backtest.candles import INTERVAL_MS, History, load_csv, merge
-from services.backtest.engine import (
-    DEFAULT_INITIAL_BALANCE,
-    DEFAULT_TAKER_FEE,
-    BacktestParams,
-    filters_for,
-    run_backtest,
-)
-from services.backtest.progress import ProgressBar
-from services.backtest.report import write_report
+from services.backtest.params import DEFAULT_INITIAL_BALANCE, DEFAULT_TAKER_FEE, BacktestParams, filters_for
 from services.cli.bot_config import INTERVALS, build_config, parse_config_json, validate_preset, validate_symbol
 from services.cli.errors import FAILURE, USAGE, CliError
 from services.common.errors import InvalidArgument, TradebotError
 
+if TYPE_CHECKING:
+    from services.backtest.candles import History
+
+# The engine (pandas, ta, the executor) is imported only when a backtest runs, so every other
+# `tradebot` command starts as fast as before.
 _STEP = re.compile(r"^(\d+)([mhd])$")
 _STEP_UNIT_MS = {"m": 60_000, "h": 3_600_000, "d": 86_400_000}
 _FILTER_KEYS = {"tickSize": "tick_size", "stepSize": "step_size", "minQty": "min_qty", "maxQty": "max_qty",
@@ -40,7 +38,7 @@ def add_backtest_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--preset", required=True, type=int, help="1 Bitcoin Pro, 2 Safe Trader, 3 Trend Rider, "
                         "4 Range Scalper")
     parser.add_argument("--symbol", required=True, help="e.g. BTCUSDT")
-    parser.add_argument("--interval", default="5m", choices=[i for i in INTERVALS if i in INTERVAL_MS],
+    parser.add_argument("--interval", default="5m", choices=[i for i in INTERVALS if i != "1M"],
                         help="candle interval (default 5m)")
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--csv", action="append", metavar="FILE", help="Binance kline CSV (repeat for several months)")
@@ -129,6 +127,8 @@ def filters_proto(symbol: str, text: str | None) -> common_pb2.SymbolFilters:
 
 
 async def _history(args: argparse.Namespace, start_ms: int | None, end_ms: int | None) -> History:
+    from services.backtest.candles import INTERVAL_MS, load_csv, merge
+
     if args.csv:
         return merge([load_csv(path, args.interval) for path in args.csv])
     if start_ms is None or end_ms is None:
@@ -146,6 +146,10 @@ async def _history(args: argparse.Namespace, start_ms: int | None, end_ms: int |
 
 
 def backtest(args: argparse.Namespace) -> int:
+    from services.backtest.engine import run_backtest
+    from services.backtest.progress import ProgressBar
+    from services.backtest.report import write_report
+
     preset = validate_preset(args.preset)
     symbol = validate_symbol(args.symbol)
     overrides = parse_config_json(args.config)

@@ -28,7 +28,14 @@ from typing import Any
 from tradebot.v1 import common_pb2, executor_pb2
 
 from services.backtest.candles import History
-from services.backtest.pauses import Pause, ResumeAfterLosses, pause_for
+from services.backtest.params import (  # re-exported: the engine is the library entry point
+    DEFAULT_INITIAL_BALANCE,
+    DEFAULT_STEP_MS,
+    DEFAULT_TAKER_FEE,
+    BacktestParams,
+    filters_for,
+)
+from services.backtest.pauses import Pause, pause_for
 from services.backtest.wiring import (
     BACKTEST_BOT_INSTANCE_ID,
     BACKTEST_USER_ID,
@@ -40,7 +47,6 @@ from services.common.errors import InvalidArgument
 from services.executor.brokers.base import ExchangePosition, MarketView
 from services.executor.convert import candles_from_proto
 from services.gateway.records import tally
-from services.market.sources.universe import SIMULATED_UNIVERSE
 from services.strategy.candles import CandleSeries
 from services.strategy.combine import combine_with_ai, fallback_without_ai
 from services.strategy.indicators import IndicatorSeries
@@ -49,29 +55,14 @@ from services.strategy.strategies import strategy_for
 from services.strategy.strategies.base import Decision, Strategy
 from services.strategy.trend import assess_trend
 
-DEFAULT_STEP_MS = 5 * 60_000
-DEFAULT_TAKER_FEE = Decimal("0.0005")    # Binance USDⓈ-M regular taker fee
-DEFAULT_INITIAL_BALANCE = Decimal("10000")
+__all__ = ["DEFAULT_INITIAL_BALANCE", "DEFAULT_STEP_MS", "DEFAULT_TAKER_FEE", "BacktestParams", "BacktestResult",
+           "SafetyTrip", "filters_for", "run_backtest", "step_times"]
+
 FIRST_CYCLE_CANDLES = 10                 # what the gateway hands the executor at least (RECENT_CANDLES_FOR_EXECUTOR)
 
 _ACTIONS = {"BUY": common_pb2.ACTION_BUY, "SELL": common_pb2.ACTION_SELL, "HOLD": common_pb2.ACTION_HOLD}
 
 Progress = Callable[[int, int], None]
-
-
-@dataclass(frozen=True)
-class BacktestParams:
-    preset: int
-    symbol: str
-    config: executor_pb2.BotConfig
-    filters: common_pb2.SymbolFilters
-    step_ms: int = DEFAULT_STEP_MS
-    start_ms: int | None = None          # first step at or after this time (earlier candles still warm up)
-    end_ms: int | None = None            # last step at or before this time
-    taker_fee: Decimal = DEFAULT_TAKER_FEE
-    initial_balance: Decimal = DEFAULT_INITIAL_BALANCE
-    use_ai: bool = False
-    resume_after_losses: ResumeAfterLosses = "never"
 
 
 @dataclass(frozen=True)
@@ -98,21 +89,6 @@ class BacktestResult:
     last_candle_ms: int = 0
     ai_calls: int = 0
     open_position: ExchangePosition | None = None   # still open when the history ended (not in the trades)
-
-
-def filters_for(symbol: str) -> common_pb2.SymbolFilters:
-    """The simulated universe's exchange filters for a symbol (the market service's own table)."""
-    known = SIMULATED_UNIVERSE.get(symbol)
-    if known is None:
-        raise InvalidArgument(f"no exchange filters known for {symbol}; give them (tickSize, stepSize, minQty, "
-                              "minNotional)")
-    rules = known.rules
-    return common_pb2.SymbolFilters(
-        symbol=symbol, tick_size=format_decimal(rules.tick_size), step_size=format_decimal(rules.step_size),
-        min_qty=format_decimal(rules.min_qty), max_qty=format_decimal(rules.max_qty),
-        min_notional=format_decimal(rules.min_notional), market_step_size=format_decimal(rules.market_step_size),
-        market_max_qty=format_decimal(rules.market_max_qty),
-    )
 
 
 def step_times(history: History, step_ms: int, min_candles: int, start_ms: int | None,
