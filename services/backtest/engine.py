@@ -23,7 +23,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tradebot.v1 import common_pb2, executor_pb2
 
@@ -54,6 +54,9 @@ from services.strategy.prompt import PromptFacts
 from services.strategy.strategies import strategy_for
 from services.strategy.strategies.base import Decision, Strategy
 from services.strategy.trend import assess_trend
+
+if TYPE_CHECKING:
+    from services.strategy.ai import AiConfirmer
 
 __all__ = ["DEFAULT_INITIAL_BALANCE", "DEFAULT_STEP_MS", "DEFAULT_TAKER_FEE", "BacktestParams", "BacktestResult",
            "SafetyTrip", "filters_for", "run_backtest", "step_times"]
@@ -129,7 +132,7 @@ class _Replay:
         self.observed_through = -1          # last candle index handed to the broker
         self.pause: Pause | None = None
         self.proto_candles: dict[int, common_pb2.Candle] = {}
-        self.confirmer: Any = None
+        self.confirmer: AiConfirmer | None = None
         self.fallback_factor = 1.0
         self.result = BacktestResult(params, self.strategy_class.name,
                                      first_candle_ms=history.candles[0].open_time_ms,
@@ -168,6 +171,7 @@ class _Replay:
             return technical
         facts = PromptFacts(self.params.symbol, self.history.interval, self.strategy_class.name, technical, values,
                             trend, _prefix(self.series, last + 1))
+        assert self.confirmer is not None
         outcome = await self.confirmer.confirm(facts)
         self.result.ai_calls += 1
         if outcome.answer is None:

@@ -23,6 +23,7 @@ SHORT at 99.50:
 
 from __future__ import annotations
 
+from dataclasses import replace
 from decimal import Decimal
 
 from services.backtest.engine import run_backtest
@@ -136,3 +137,20 @@ async def test_consecutive_loss_pause_stays_unless_asked_to_resume_next_day() ->
     assert len(resumes.trades) == 1 and resumes.paused[-1] is False
     assert resumes.open_position is not None and resumes.open_position.side == "LONG"
     assert summary(resumes)["openPositionAtEnd"]["entryPrice"] == "100.5"
+
+
+async def test_a_15_minute_cadence_sees_only_the_latest_candle_but_triggers_stops_on_every_candle() -> None:
+    # Steps every 15 minutes fall when candles 2, 5, 8, ... have just closed (213 * 5 min = 71 * 15 min).
+    # The BUY candle 212 is the latest at the 17:45 step; the BUY candle 210 closes between steps and,
+    # as live, is never seen. The stop is hit inside candle 214, between steps: the next cycle still
+    # gets candles 213-215 and books the stop at 98.49, stamped with candle 214's close.
+    history = crafted(260, {210: buy_signal(), 212: buy_signal(), 214: ("100.00", "100.00", "98.00", "99.00")})
+    result = await run_backtest(replace(params(), step_ms=15 * 60_000), history, strategy=ScriptedStrategy())
+
+    assert [(t["openTimeMs"], t["reason"], t["exitPrice"]) for t in result.trades] == [
+        (step_after(212), "STOP_LOSS", "98.49")
+    ]
+    assert result.trades[0]["closeTimeMs"] == open_ms(214) + 299_999
+    assert [t for t in result.step_times_ms if step_after(209) <= t <= step_after(216)] == [
+        step_after(209), step_after(212), step_after(215)
+    ]

@@ -35,6 +35,7 @@ BASE = _history(factory.trending_closes(COUNT, 60_000.0, 0.05, 0.3, seed=11))
 def _params(preset: int) -> BacktestParams:
     # A low threshold and generous limits so the bot trades and the comparison has orders in it.
     config = config_proto({**DEFAULT_CONFIG, "confidenceThreshold": 20, "maxDailyLoss": 100000,
+                           "stopLossPercent": 0.4, "takeProfitPercent": 0.6,
                            "maxConsecutiveLosses": 1000})
     return BacktestParams(preset=preset, symbol="BTCUSDT", config=config, filters=filters_for("BTCUSDT"))
 
