@@ -138,9 +138,12 @@ class ConsecutiveLossesRule:
 
 
 def losing_streak(previous: int, trades: Sequence[ClosedTradeRecord]) -> int:
+    # A trade that made nothing net of fees counts as a loss, exactly as the
+    # gateway's statistics do (records.tally): the streak the user sees in
+    # statistics.consecutiveLosses is the one this rule enforces.
     streak = previous
     for trade in sorted(trades, key=lambda t: t.close_time_ms):
-        streak = streak + 1 if trade.realized_pnl < 0 else 0
+        streak = streak + 1 if trade.realized_pnl <= 0 else 0
     return streak
 
 
