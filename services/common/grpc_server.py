@@ -33,6 +33,10 @@ log = logging.getLogger(__name__)
 
 TICK_ID_METADATA_KEY = "x-tick-id"
 BOT_INSTANCE_ID_METADATA_KEY = "x-bot-instance-id"
+# A status message travels in a trailer; HTTP/2 peers drop trailers over 16 KiB and the
+# caller would see RESOURCE_EXHAUSTED "Stream removed" instead of the real status.
+# Errors echo the bad value (a 100 kB symbol), so the message is cut to this length.
+MAX_STATUS_MESSAGE_CHARS = 1000
 
 
 @dataclass(frozen=True)
@@ -51,6 +55,12 @@ def _metadata_value(context: grpc.aio.ServicerContext, key: str) -> str | None:
     return None
 
 
+def bounded_status_message(message: str) -> str:
+    if len(message) <= MAX_STATUS_MESSAGE_CHARS:
+        return message
+    return message[: MAX_STATUS_MESSAGE_CHARS - 15] + "... (truncated)"
+
+
 def _wrap_unary(method: str, behavior: Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]):
     async def handler(request: Any, context: grpc.aio.ServicerContext) -> Any:
         tick_token = tick_id_var.set(_metadata_value(context, TICK_ID_METADATA_KEY))
@@ -62,7 +72,7 @@ def _wrap_unary(method: str, behavior: Callable[[Any, grpc.aio.ServicerContext],
             if isinstance(error, ResourceExhausted):
                 context.set_trailing_metadata(((RETRY_AFTER_METADATA_KEY, f"{error.retry_after:.3f}"),))
             log.info("rpc failed", extra={"method": method, "code": error.code.name, "reason": error.message})
-            await context.abort(error.code, error.message)
+            await context.abort(error.code, bounded_status_message(error.message))
         except (grpc.aio.AbortError, asyncio.CancelledError):
             raise
         except Exception:

@@ -34,6 +34,7 @@ from services.executor.bot_config import BotSettings, validate_config
 from services.executor.brokers.base import (
     AccountSnapshot,
     Broker,
+    Candle,
     ClosedTradeRecord,
     EntryOrder,
     ExchangePosition,
@@ -69,6 +70,36 @@ def _check_symbol(symbol: str) -> None:
     # The symbol becomes part of MongoDB field paths and exchange URLs: letters and digits only.
     if not _SYMBOL.match(symbol):
         raise InvalidArgument(f"bot.symbol must be an exchange symbol like BTCUSDT, got {symbol!r}")
+
+
+# No price or exchange filter comes near these; values beyond them ("1E-999999") make the
+# sizing arithmetic overflow Decimal's exponent range, which would surface as INTERNAL.
+_SMALLEST_MARKET_NUMBER = Decimal("1e-30")
+_LARGEST_MARKET_NUMBER = Decimal("1e30")
+_FILTER_FIELDS = ("tick_size", "step_size", "min_qty", "max_qty", "min_notional", "market_step_size", "market_max_qty")
+
+
+def _check_magnitude(value: Decimal, field: str) -> None:
+    if value != 0 and not _SMALLEST_MARKET_NUMBER <= abs(value) <= _LARGEST_MARKET_NUMBER:
+        raise InvalidArgument(f"{field} is out of range (1e-30 to 1e30), got {value}")
+
+
+def _check_market_numbers(price: Decimal, filters: common_pb2.SymbolFilters) -> None:
+    _check_magnitude(price, "market.price")
+    for name in _FILTER_FIELDS:
+        value = parse_decimal(getattr(filters, name), f"market.filters.{name}", allow_empty=True)
+        if value is not None:
+            _check_magnitude(value, f"market.filters.{name}")
+
+
+def _check_candle_prices(candles: list[Candle]) -> None:
+    # A paper stop triggers on candle lows and highs: a zero or negative price would close a position for nothing.
+    for index, candle in enumerate(candles):
+        for name in ("open", "high", "low", "close"):
+            value: Decimal = getattr(candle, name)
+            if value <= 0:
+                raise InvalidArgument(f"market.candles[{index}].{name} must be greater than 0, got {value}")
+            _check_magnitude(value, f"market.candles[{index}].{name}")
 
 
 def _now_ms() -> int:
@@ -128,7 +159,9 @@ class CycleRunner:
             raise InvalidArgument(f"signal.confidence must be in 0..100, got {request.signal.confidence}")
         price = parse_decimal(request.market.price, "market.price", positive=True)
         assert price is not None
+        _check_market_numbers(price, request.market.filters)
         candles = candles_from_proto(request.market.candles)
+        _check_candle_prices(candles)
         stored_side = side_from_proto(request.stored_position.side) if request.HasField("stored_position") else None
 
         connection = await self._connections.resolve(bot.user_id, bot.exchange_connection_id)

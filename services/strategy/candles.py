@@ -7,9 +7,11 @@ candle's values still move and would make the signal flicker.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 
 import numpy as np
 from numpy.typing import NDArray
@@ -54,10 +56,18 @@ def validate_symbol_and_interval(symbol: str, interval: str) -> None:
         raise InvalidArgument(f"interval must be one of {', '.join(sorted(VALID_INTERVALS))}, got {interval!r}")
 
 
+def _float_in_range(value: str, number: float, field: str) -> float:
+    # A valid decimal can still leave float's range ("1e-400" -> 0.0, "1e309" -> inf): the
+    # indicators would divide by zero or compute nothing, so reject it as bad input here.
+    if not math.isfinite(number) or (number == 0 and Decimal(value) != 0):
+        raise InvalidArgument(f"{field} is out of range for a price or volume, got {value!r}")
+    return number
+
+
 def _price(value: str, field: str) -> float:
     number = parse_decimal(value, field, positive=True)
     assert number is not None
-    return float(number)
+    return _float_in_range(value, float(number), field)
 
 
 def closed_candles(candles: Sequence[common_pb2.Candle]) -> list[common_pb2.Candle]:
@@ -85,7 +95,7 @@ def parse_candles(candles: Sequence[common_pb2.Candle]) -> CandleSeries:
         assert volume is not None
         if volume < 0:
             raise InvalidArgument(f"{where}.volume must not be negative, got {candle.volume!r}")
-        volumes[index] = float(volume)
+        volumes[index] = _float_in_range(candle.volume, float(volume), f"{where}.volume")
         if lows[index] > highs[index]:
             raise InvalidArgument(f"{where}.low must not exceed {where}.high")
     return CandleSeries(times, opens, highs, lows, closes, volumes)
