@@ -33,7 +33,7 @@ from services.gateway import records
 from services.gateway.clients import ServiceClients
 from services.gateway.conversions import action_name, config_to_proto, position_to_proto, statistics_to_proto
 from services.gateway.documents import BotDocument, BotIdentity, InvalidBotDocument, identity_of, parse_bot
-from services.gateway.repository import BotRepository, BotUpdate
+from services.gateway.repository import BotRepository, BotUpdate, DatabaseUnavailable
 from services.gateway.results import BotResult, BotStatus
 from services.gateway.settings import GatewaySettings
 from services.gateway.slots import PrioritySlots
@@ -41,6 +41,7 @@ from services.gateway.slots import PrioritySlots
 log = logging.getLogger(__name__)
 
 MIN_CALL_SECONDS = 1.0            # no call starts with less time than this left
+RESPONSE_MARGIN_SECONDS = 0.5    # kept after the writes for building and sending the response
 CONNECT_WAIT_SECONDS = 3.0        # at most this long for a (re)starting service's channel to connect
 RECENT_CANDLES_FOR_EXECUTOR = 10  # paper SL/TP look at candles since the entry, at least these
 
@@ -136,7 +137,13 @@ class _Tick:
     async def run(self) -> TickOutcome:
         timings: dict[str, float] = {}
         mark = time.monotonic()
-        claimed = await self.repository.claim_active_bots(self.tick_id, self.now, self.config.lease_seconds)
+        try:
+            claimed = await asyncio.wait_for(
+                self.repository.claim_active_bots(self.tick_id, self.now, self.config.lease_seconds),
+                max(self.time_left(), 0.1),
+            )
+        except TimeoutError as error:  # a database that accepts and never answers
+            raise DatabaseUnavailable("claiming the bots timed out") from error
         timings["claimSeconds"], mark = time.monotonic() - mark, time.monotonic()
         if not claimed.claimed and not claimed.in_progress:
             return TickOutcome(self.tick_id, self.now, [], no_active_bots=True, timings=timings)
@@ -398,8 +405,10 @@ class _Tick:
             if self.outcomes[key].update is not None and key is not None
         ]
         logs = [entry for key in order for entry in self.outcomes[key].logs]
+        # The response must leave before the deadline, even if the database hangs mid-write.
+        budget = max(self.started + self.config.deadline_seconds - RESPONSE_MARGIN_SECONDS - time.monotonic(), 0.1)
         try:
-            await self.repository.write_results(self.tick_id, updates, logs)
+            await asyncio.wait_for(self.repository.write_results(self.tick_id, updates, logs), budget)
         except Exception as error:  # reported in the response; leases expire on their own
             log.error("writing tick results failed", exc_info=error)
             return f"Results could not be saved: {type(error).__name__}"

@@ -65,3 +65,25 @@ async def test_writes_that_keep_failing_are_reported_in_the_response(gateway, fl
     assert body["error"] == "Results could not be saved: AutoReconnect"
     assert body["summary"]["successful"] == 2  # what ran is still reported
     assert flaky_writes["calls"] == 3  # bounded
+
+
+async def test_a_hanging_database_cannot_hold_the_response_past_the_deadline(gateway_factory, monkeypatch):
+    import asyncio
+    import time
+
+    real_bulk_write = AsyncCollection.bulk_write
+
+    async def hanging_bulk_write(self, requests, *args, **kwargs):
+        if self.name == "botinstances":
+            await asyncio.sleep(60)
+        return await real_bulk_write(self, requests, *args, **kwargs)
+
+    async with gateway_factory(tick_deadline_seconds=3.0, write_reserve_seconds=1.0) as gateway:
+        gateway.add_bots(1)
+        monkeypatch.setattr(AsyncCollection, "bulk_write", hanging_bulk_write)
+        started = time.monotonic()
+        response = await gateway.http.get("/api/cron/run-bots", headers=AUTH)
+        elapsed = time.monotonic() - started
+    assert elapsed < 3.0
+    assert response.status_code == 200
+    assert response.json()["error"] == "Results could not be saved: TimeoutError"
