@@ -44,6 +44,11 @@ def make_channel(address: str, *, tls: ClientTls | None | object = _FROM_ENV) ->
         ("grpc.enable_retries", 1),
         ("grpc.keepalive_time_ms", 30_000),
         ("grpc.max_receive_message_length", 16 * 1024 * 1024),
+        # gRPC's default reconnect backoff grows to 120 s: a service restarted by its
+        # supervisor would sit unreachable for minutes. Cap it so the next tick finds it.
+        ("grpc.initial_reconnect_backoff_ms", 200),
+        ("grpc.min_reconnect_backoff_ms", 200),
+        ("grpc.max_reconnect_backoff_ms", 5000),
     ]
     target = normalise_target(address)
     client_tls = client_tls_from_env() if tls is _FROM_ENV else tls
