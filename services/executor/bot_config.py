@@ -16,6 +16,12 @@ from services.common.errors import InvalidArgument
 
 MARGIN_TYPES = ("ISOLATED", "CROSSED")
 
+# Stop-loss and take-profit are price distances from the entry fill. At 100 %
+# or more a long's stop (or a short's target) would sit at or below zero, and a
+# distance far inside the spread would trigger at once: both are config errors.
+MIN_PRICE_DISTANCE_PERCENT = Decimal("0.05")
+MAX_PRICE_DISTANCE_PERCENT = Decimal(100)
+
 
 @dataclass(frozen=True)
 class BotSettings:
@@ -38,6 +44,17 @@ def _percent(value: str, field: str) -> Decimal:
     return number
 
 
+def _price_distance(value: str, field: str) -> Decimal:
+    number = parse_decimal(value, field, positive=True)
+    assert number is not None
+    if not MIN_PRICE_DISTANCE_PERCENT <= number < MAX_PRICE_DISTANCE_PERCENT:
+        raise InvalidArgument(
+            f"{field} must be at least {MIN_PRICE_DISTANCE_PERCENT} and below {MAX_PRICE_DISTANCE_PERCENT} "
+            f"(a price distance in percent from the entry fill), got {value!r}"
+        )
+    return number
+
+
 def validate_config(config: executor_pb2.BotConfig) -> BotSettings:
     if not 1 <= config.leverage <= 125:
         raise InvalidArgument(f"config.leverage must be in 1..125, got {config.leverage}")
@@ -56,8 +73,8 @@ def validate_config(config: executor_pb2.BotConfig) -> BotSettings:
         raise InvalidArgument(f"config.margin_type must be ISOLATED or CROSSED, got {config.margin_type!r}")
     return BotSettings(
         leverage=config.leverage,
-        stop_loss_percent=_percent(config.stop_loss_percent, "config.stop_loss_percent"),
-        take_profit_percent=_percent(config.take_profit_percent, "config.take_profit_percent"),
+        stop_loss_percent=_price_distance(config.stop_loss_percent, "config.stop_loss_percent"),
+        take_profit_percent=_price_distance(config.take_profit_percent, "config.take_profit_percent"),
         position_size_percent=_percent(config.position_size_percent, "config.position_size_percent"),
         max_daily_loss=max_daily_loss,
         confidence_threshold=threshold,
