@@ -196,6 +196,24 @@ async def test_daily_realized_pnl_is_cached_per_account_and_refreshed_after_our_
     assert len(fake.orders_sent("/fapi/v1/income", "GET")) == 2
 
 
+async def test_daily_realized_pnl_is_read_at_most_every_30_minutes_without_closes(
+    fake: FakeBinanceFutures, broker: BinanceFuturesBroker
+) -> None:
+    now = [1000.0]
+    broker._shared.clock = lambda: now[0]
+    broker._shared.invalidate_income()
+    since = 0
+    await broker.realized_pnl_since("BTCUSDT", since)
+    reads = len(fake.orders_sent("/fapi/v1/income", "GET"))
+    for minutes in (5, 15, 29):  # ticks every few minutes share the one weight-30 read
+        now[0] = 1000.0 + minutes * 60
+        await broker.realized_pnl_since("BTCUSDT", since)
+    assert len(fake.orders_sent("/fapi/v1/income", "GET")) == reads
+    now[0] = 1000.0 + 30 * 60 + 1
+    await broker.realized_pnl_since("BTCUSDT", since)
+    assert len(fake.orders_sent("/fapi/v1/income", "GET")) == reads + 1
+
+
 async def test_stop_loss_with_unknown_status_is_found_by_its_client_algo_id(
     fake: FakeBinanceFutures, broker: BinanceFuturesBroker
 ) -> None:

@@ -4,9 +4,11 @@ Keyed by a hash of (futures root, API key), never the key itself:
 * the order-rate guard (Binance counts orders per account, not per client);
 * the income-history cache behind ``realized_pnl_since``. ``/fapi/v1/income``
   costs weight 30, so one answer (all symbols) serves every bot of the
-  account for ``INCOME_TTL_S``. Staleness: a trade that closed during that
-  window is missing from the daily-loss sum until the cache expires, unless
-  this process closed or booked it (that invalidates the cache at once);
+  account for ``INCOME_TTL_S`` (30 minutes). Every close this process makes
+  or books (a stop that fired on the exchange is booked when the cycle sees
+  the position gone) invalidates it at once, so the daily-loss rule sees our
+  own trades immediately. Staleness: only a trade made *outside* this system
+  (by hand) can be missing from the daily-loss sum, for at most 30 minutes;
 * the reasons this process closed positions with, by exchange order id, so
   ``closed_trade`` can tell EMERGENCY_STOP from EXTERNAL.
 """
@@ -21,7 +23,7 @@ from typing import Any
 
 from services.executor.brokers.binance_ratelimit import OrderRateGuard
 
-INCOME_TTL_S = 120.0
+INCOME_TTL_S = 30 * 60.0  # issue 7: refresh at most every 30 minutes per account
 MAX_REMEMBERED_CLOSES = 1000
 
 
