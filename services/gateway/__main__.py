@@ -8,6 +8,7 @@ import uvicorn
 from pymongo.uri_parser import parse_uri
 
 from services.common.jsonlog import configure_logging, register_secret
+from services.common.metrics import start_metrics_server
 from services.common.settings import SettingsError, env_str
 from services.gateway.app import create_app
 from services.gateway.settings import GatewaySettings
@@ -19,6 +20,11 @@ def main() -> None:
         settings = GatewaySettings.from_env()
     except SettingsError as error:
         print(f"gateway: {error}", file=sys.stderr)
+        sys.exit(2)
+    try:
+        start_metrics_server()  # METRICS_PORT; unset or 0 = no /metrics endpoint
+    except (SettingsError, OSError) as error:
+        print(f"gateway: metrics: {error}", file=sys.stderr)
         sys.exit(2)
     for secret in (settings.cron_secret, settings.qstash_current_signing_key, settings.qstash_next_signing_key):
         register_secret(secret)

@@ -1,27 +1,38 @@
-"""HTTP surface of the gateway: the cron endpoint and the health check."""
+"""HTTP surface of the gateway: the cron endpoint, the monitoring report and the health check."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
+import time
+import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
+from pymongo import AsyncMongoClient
+from pymongo.errors import PyMongoError
 from starlette.applications import Starlette
+from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
+from services.cli.status import build_status_report
 from services.gateway.auth import CronAuthenticator
 from services.gateway.clients import ServiceClients
+from services.gateway.observability import TickObserver, TickReport, record_tick_metrics
 from services.gateway.repository import BotRepository, DatabaseUnavailable
 from services.gateway.results import iso_utc, response_body, summarize
 from services.gateway.settings import GatewaySettings
 from services.gateway.tick import TickConfig, TickRunner
+from services.notifications.dispatcher import WebhookDispatcher
 
 log = logging.getLogger(__name__)
 
 RUN_BOTS_PATH = "/api/cron/run-bots"
+STATUS_PATH = "/api/status"
+WEBHOOK_CLOSE_SECONDS = 5.0  # at shutdown, queued webhook events get this long to go out
 MAX_BODY_BYTES = 64 * 1024  # the cron sends no body; Upstash may send a small one
 RETRY_AFTER_SECONDS = "30"
 UNAUTHORIZED = {"success": False, "error": "Unauthorized"}
@@ -50,18 +61,30 @@ def create_app(
         app.state.repository = repo
         app.state.clients = stubs
         app.state.runner = TickRunner(TickConfig.from_settings(settings), repo, stubs)
+        # Monitoring has its own small client: its reads and writes never queue behind the tick's.
+        monitoring: AsyncMongoClient = AsyncMongoClient(
+            settings.mongodb_uri, tz_aware=True, serverSelectionTimeoutMS=settings.mongodb_timeout_ms, maxPoolSize=10
+        )
+        monitoring_db = monitoring[settings.mongodb_db]
+        dispatcher = WebhookDispatcher(monitoring_db)
+        observer = TickObserver(monitoring_db, dispatcher)
+        app.state.monitoring_db = monitoring_db
+        app.state.observer = observer
+        # In the background: a database that is down at start-up must not hold up the start.
+        indexing = asyncio.create_task(observer.ensure_indexes())
         try:
             yield
         finally:
+            indexing.cancel()
+            await dispatcher.close(WEBHOOK_CLOSE_SECONDS)
+            await monitoring.close()
             if clients is None:
                 await stubs.close()
             if repository is None:
                 await repo.close()
 
-    async def run_bots(request: Request) -> Response:
-        if request.method not in ("GET", "POST"):  # Starlette adds HEAD to GET routes: a probe must not run a tick
-            return PlainTextResponse("Method Not Allowed", status_code=405, headers={"Allow": "GET, POST"})
-        # Authentication comes first: an unauthenticated caller costs no database work.
+    async def authenticate(request: Request) -> Response | None:
+        """None when the caller may proceed, else the response to send (401, or 413 for a huge signed body)."""
         authorization = request.headers.get("authorization")
         signature = request.headers.get("upstash-signature")
         body = b""
@@ -73,29 +96,63 @@ def create_app(
             body = read
         authorized, reason = authenticator.is_authorized(authorization, signature, body)
         if not authorized:
-            log.info("unauthorized cron call", extra={"reason": reason})
+            log.info("unauthorized call", extra={"reason": reason, "path": request.url.path})
             return JSONResponse(UNAUTHORIZED, status_code=401)
         if _declared_body_size(request) > MAX_BODY_BYTES:
             return too_large()
+        return None
+
+    async def run_bots(request: Request) -> Response:
+        if request.method not in ("GET", "POST"):  # Starlette adds HEAD to GET routes: a probe must not run a tick
+            return PlainTextResponse("Method Not Allowed", status_code=405, headers={"Allow": "GET, POST"})
+        # Authentication comes first: an unauthenticated caller costs no database work.
+        refusal = await authenticate(request)
+        if refusal is not None:
+            return refusal
         runner: TickRunner = request.app.state.runner
+        observer: TickObserver = request.app.state.observer
+        tick_id = uuid.uuid4().hex
+        started_at, started = datetime.now(UTC), time.monotonic()
         try:
-            outcome = await runner.run()
+            outcome = await runner.run(tick_id)
         except DatabaseUnavailable as error:
-            log.error("tick could not start: database unavailable", extra={"reason": str(error)})
+            log.error("tick could not start: database unavailable", extra={"tickId": tick_id, "reason": str(error)})
+            report = TickReport.database_unavailable(tick_id, started_at, time.monotonic() - started)
+            record_tick_metrics(report)
             return JSONResponse(
                 {"success": False, "error": "Database unavailable", "timestamp": iso_utc(datetime.now(UTC))},
                 status_code=503,
                 headers={"Retry-After": RETRY_AFTER_SECONDS},
+                background=BackgroundTask(observer.after_tick, report),
             )
+        report = TickReport.from_outcome(outcome, time.monotonic() - started)
+        record_tick_metrics(report)
+        # The tick record and webhooks go out after the response: they can never hold it up.
+        after = BackgroundTask(observer.after_tick, report)
         if outcome.no_active_bots:
             log.info("tick finished: no active bots", extra={"tickId": outcome.tick_id})
-            return JSONResponse(response_body(outcome.started_at, [], message="No active bots"))
+            return JSONResponse(response_body(outcome.started_at, [], message="No active bots"), background=after)
         body = response_body(outcome.started_at, outcome.results, error=outcome.persist_error)
         log.info(
             "tick finished",
             extra={"tickId": outcome.tick_id, "summary": summarize(outcome.results), **_rounded(outcome.timings)},
         )
-        return JSONResponse(body)
+        return JSONResponse(body, background=after)
+
+    async def status(request: Request) -> Response:
+        refusal = await authenticate(request)
+        if refusal is not None:
+            return refusal
+        try:
+            report = await build_status_report(request.app.state.monitoring_db)
+        except PyMongoError as error:
+            log.error("status report failed: database unavailable", extra={"error": type(error).__name__})
+            return JSONResponse(
+                {"success": False, "error": "Database unavailable"},
+                status_code=503,
+                headers={"Retry-After": RETRY_AFTER_SECONDS},
+            )
+        return JSONResponse(report)
 
     async def healthz(request: Request) -> JSONResponse:
         repo: BotRepository = request.app.state.repository
@@ -120,6 +177,7 @@ def create_app(
     return Starlette(
         routes=[
             Route(RUN_BOTS_PATH, run_bots, methods=["GET", "POST"]),
+            Route(STATUS_PATH, status, methods=["GET"]),
             Route("/healthz", healthz, methods=["GET"]),
         ],
         lifespan=lifespan,

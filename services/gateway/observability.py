@@ -1,0 +1,157 @@
+"""What a finished tick leaves behind besides its response: metrics, a ``ticks`` record, webhooks.
+
+Metrics are recorded at once (in memory, cheap). The ``ticks`` document and
+the webhook events need MongoDB, so ``after_tick`` runs once the response has
+been sent: a slow or failing write here never delays or fails the tick. The
+TradeLogs to notify about are read back with ONE query per tick (the tick's
+logs all carry ``createdAt`` = the tick's start), never one per bot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+
+from bson import ObjectId
+from bson.errors import InvalidId
+from pymongo.asynchronous.database import AsyncDatabase
+
+from services.common import metrics
+from services.gateway.results import BotResult, summarize
+from services.gateway.tick import TickOutcome
+from services.notifications.dispatcher import WebhookDispatcher
+
+log = logging.getLogger(__name__)
+
+TICKS = "ticks"
+TRADE_LOGS = "tradelogs"
+AFTER_TICK_TIMEOUT_SECONDS = 10.0
+
+TickOutcomeName = Literal["ok", "no_bots", "persist_failed", "db_unavailable"]
+
+# The TradeLogs a webhook can carry (services.notifications.registry.event_for decides the event).
+NOTIFIABLE_LOGS: dict[str, Any] = {
+    "$or": [{"logType": {"$in": ["TRADE", "SAFETY", "ERROR"]}}, {"severity": {"$in": ["ERROR", "CRITICAL"]}}]
+}
+
+
+@dataclass(frozen=True)
+class TickReport:
+    """One tick as the observers see it, whatever happened to it."""
+
+    tick_id: str
+    started_at: datetime
+    finished_at: datetime
+    outcome: TickOutcomeName
+    duration_seconds: float
+    results: Sequence[BotResult] = ()
+    timings: dict[str, float] = field(default_factory=dict)
+    error: str | None = None
+
+    @classmethod
+    def from_outcome(cls, outcome: TickOutcome, duration_seconds: float) -> TickReport:
+        name: TickOutcomeName = (
+            "no_bots" if outcome.no_active_bots else "persist_failed" if outcome.persist_error else "ok"
+        )
+        return cls(
+            tick_id=outcome.tick_id,
+            started_at=outcome.started_at,
+            finished_at=datetime.now(UTC),
+            outcome=name,
+            duration_seconds=duration_seconds,
+            results=outcome.results,
+            timings=dict(outcome.timings),
+            error=outcome.persist_error,
+        )
+
+    @classmethod
+    def database_unavailable(cls, tick_id: str, started_at: datetime, duration_seconds: float) -> TickReport:
+        return cls(tick_id, started_at, datetime.now(UTC), "db_unavailable", duration_seconds,
+                   error="Database unavailable")  # fmt: skip
+
+    def document(self) -> dict[str, Any]:
+        document: dict[str, Any] = {
+            "tickId": self.tick_id,
+            "startedAt": self.started_at,
+            "finishedAt": self.finished_at,
+            "outcome": self.outcome,
+            "summary": summarize(self.results),
+            "timings": {name: round(seconds, 3) for name, seconds in self.timings.items()},
+            "durationSeconds": round(self.duration_seconds, 3),
+        }
+        if self.error is not None:
+            document["error"] = self.error
+        return document
+
+
+def record_tick_metrics(report: TickReport) -> None:
+    metrics.TICK_DURATION_SECONDS.observe(report.duration_seconds)
+    metrics.TICKS_TOTAL.labels(outcome=report.outcome).inc()
+    metrics.LAST_TICK_TIMESTAMP_SECONDS.set(time.time())
+    for result in report.results:
+        metrics.BOT_RESULTS_TOTAL.labels(status=result.status).inc()
+
+
+class TickObserver:
+    """Records each tick; owns nothing but borrows the database and the webhook dispatcher."""
+
+    def __init__(self, db: AsyncDatabase, dispatcher: WebhookDispatcher | None) -> None:
+        self._db = db
+        self._dispatcher = dispatcher
+
+    async def ensure_indexes(self) -> None:
+        """``/api/status`` reads the newest tick: keep that a seek, not a scan (best effort)."""
+        try:
+            await self._db[TICKS].create_index([("finishedAt", -1)], name="finishedAt_desc")
+        except Exception as error:  # a missing index costs speed, never correctness
+            log.warning("could not create the ticks index", extra={"error": type(error).__name__})
+
+    async def after_tick(self, report: TickReport) -> None:
+        """Store the tick record, then queue its notifiable TradeLogs. Logs failures, never raises."""
+        try:
+            await asyncio.wait_for(self._after_tick(report), AFTER_TICK_TIMEOUT_SECONDS)
+        except Exception as error:
+            log.error("recording the tick failed", extra={"tickId": report.tick_id, "error": repr(error)})
+
+    async def _after_tick(self, report: TickReport) -> None:
+        try:
+            await self._db[TICKS].insert_one(report.document())
+        except Exception as error:  # the webhooks below do not depend on it
+            log.error("writing the ticks document failed", extra={"tickId": report.tick_id, "error": repr(error)})
+        if self._dispatcher is None or report.outcome != "ok" and report.outcome != "persist_failed":
+            return
+        entries = await self.written_logs(report)
+        queued = self._dispatcher.enqueue(entries)
+        if queued:
+            log.info("webhook events queued", extra={"tickId": report.tick_id, "events": queued})
+
+    async def written_logs(self, report: TickReport) -> list[dict[str, Any]]:
+        """This tick's TRADE/SAFETY/ERROR TradeLogs, as stored (with their ``_id``)."""
+        bot_ids = _bot_ids(report.results)
+        if not bot_ids:
+            return []
+        # MongoDB keeps milliseconds: match the tick's start within its millisecond.
+        since = report.started_at.replace(microsecond=report.started_at.microsecond // 1000 * 1000)
+        query = {
+            "createdAt": {"$gte": since, "$lt": since + timedelta(milliseconds=1)},
+            "botInstanceId": {"$in": bot_ids},
+            **NOTIFIABLE_LOGS,
+        }
+        return await self._db[TRADE_LOGS].find(query).sort("_id", 1).to_list()
+
+
+def _bot_ids(results: Sequence[BotResult]) -> list[Any]:
+    """The ids as stored: ObjectIds normally, the raw string for a hand-written odd id."""
+    ids: list[Any] = []
+    for result in results:
+        ids.append(result.bot_instance_id)
+        try:
+            ids.append(ObjectId(result.bot_instance_id))
+        except (InvalidId, TypeError):
+            pass
+    return ids
