@@ -7,6 +7,7 @@ import sys
 
 from services.common.grpc_server import serve
 from services.common.jsonlog import configure_logging
+from services.common.metrics import start_metrics_server
 from services.common.settings import SettingsError
 from services.executor.server import ExecutorApp
 from services.executor.settings import ExecutorSettings
@@ -14,6 +15,7 @@ from services.executor.settings import ExecutorSettings
 
 async def main() -> None:
     settings = ExecutorSettings.from_env()
+    start_metrics_server()  # METRICS_PORT; unset or 0 = no /metrics endpoint
     app = ExecutorApp(settings)
     try:
         await serve("executor", [app.binding()], host=settings.grpc_host, port=settings.grpc_port, on_stop=app.close)

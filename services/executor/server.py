@@ -18,6 +18,7 @@ from services.executor.brokers.factory import BrokerFactory
 from services.executor.connections import ConnectionRepository
 from services.executor.credentials import CredentialVault
 from services.executor.cycle import CycleRunner
+from services.executor.metrics_hooks import ModeRecordingConnections, cycle_mode, record_cycle
 from services.executor.settings import ExecutorSettings
 
 SERVICE_NAME = "tradebot.v1.Executor"
@@ -32,8 +33,10 @@ class ExecutorServicer(executor_pb2_grpc.ExecutorServicer):
     async def RunCycle(  # noqa: N802 (gRPC method name)
         self, request: executor_pb2.RunCycleRequest, context: grpc.aio.ServicerContext
     ) -> executor_pb2.RunCycleResponse:
-        with _database_errors_as_unavailable():
-            return await self._runner.run(request)
+        with _database_errors_as_unavailable(), cycle_mode() as mode:
+            response = await self._runner.run(request)
+            record_cycle(response, mode.mode)
+            return response
 
     async def GetPosition(  # noqa: N802
         self, request: executor_pb2.GetPositionRequest, context: grpc.aio.ServicerContext
@@ -64,7 +67,7 @@ class ExecutorApp:
         db = self.mongo[settings.mongodb_db]
         self.vault = CredentialVault(settings.credentials_keys)
         self.brokers = BrokerFactory(db, self.vault, settings)
-        self.runner = CycleRunner(ConnectionRepository(db), self.brokers, AccountCache())
+        self.runner = CycleRunner(ModeRecordingConnections(ConnectionRepository(db)), self.brokers, AccountCache())
         self.servicer = ExecutorServicer(self.runner)
         self._closed = False
 
