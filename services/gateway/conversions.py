@@ -34,9 +34,11 @@ def config_to_proto(config: BotConfigValues) -> executor_pb2.BotConfig:
         max_daily_loss=format_decimal(config.max_daily_loss),
         confidence_threshold=config.confidence_threshold,
         max_consecutive_losses=config.max_consecutive_losses,
-        max_position_notional="",
+        max_position_notional=(
+            "" if config.max_position_notional is None else format_decimal(config.max_position_notional)
+        ),
         interval=config.interval,
-        margin_type="ISOLATED",
+        margin_type=config.margin_type,
     )
 
 

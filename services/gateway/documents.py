@@ -25,6 +25,11 @@ BINANCE_INTERVALS = (
 DEFAULT_INTERVAL = "5m"
 DEFAULT_CONFIDENCE_THRESHOLD = 70.0
 DEFAULT_MAX_CONSECUTIVE_LOSSES = 3
+MARGIN_TYPES = ("ISOLATED", "CROSSED")
+DEFAULT_MARGIN_TYPE = "ISOLATED"
+MAX_STRATEGY_PARAMS = 32
+# Strategy parameter names as the strategies declare them (rsiOversold, ema_fast, ...).
+_PARAM_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 # USDⓈ-M futures symbols: base asset letters/digits then the quote (BTCUSDT, 1000PEPEUSDT).
 _SYMBOL = re.compile(r"^[A-Z0-9]{2,20}(USDT|USDC)$")
 
@@ -61,6 +66,12 @@ class BotConfigValues:
     interval: str
     confidence_threshold: float
     max_consecutive_losses: int
+    # Overrides of the strategy's parameters, sorted by name: part of the analysis group key.
+    # The strategy service checks names and bounds (INVALID_ARGUMENT); here only their type.
+    strategy_params: tuple[tuple[str, float], ...] = ()
+    max_position_notional: Decimal | None = None   # hard cap in USDT; None: no cap beyond the size rule
+    margin_type: str = DEFAULT_MARGIN_TYPE
+    use_ai: bool = True                             # ANDed with TICK_USE_AI
 
 
 @dataclass(frozen=True)
@@ -197,7 +208,55 @@ def _parse_config(config: Any) -> BotConfigValues:
         interval=interval,
         confidence_threshold=float(threshold),
         max_consecutive_losses=losses_limit,
+        strategy_params=_parse_strategy_params(config.get("strategyParams")),
+        max_position_notional=_optional_positive(config, "maxPositionNotional"),
+        margin_type=_parse_margin_type(config.get("marginType")),
+        use_ai=_optional_bool(config.get("useAi"), "config.useAi", default=True),
     )
+
+
+def _parse_strategy_params(params: Any) -> tuple[tuple[str, float], ...]:
+    if params is None:
+        return ()
+    if not isinstance(params, dict):
+        raise InvalidBotDocument(f"config.strategyParams must be an object of name -> number, got {_show(params)}")
+    if len(params) > MAX_STRATEGY_PARAMS:
+        raise InvalidBotDocument(f"config.strategyParams has {len(params)} entries, at most {MAX_STRATEGY_PARAMS}")
+    parsed: dict[str, float] = {}
+    for name, value in params.items():
+        if not isinstance(name, str) or not _PARAM_NAME.match(name):
+            raise InvalidBotDocument(f"config.strategyParams has an invalid parameter name {_show(name)}")
+        field = f"config.strategyParams.{name}"
+        # Numbers only: a string or a nested object is a mistake, not a value to guess at.
+        if isinstance(value, bool) or not isinstance(value, (int, float, Decimal128)):
+            raise InvalidBotDocument(f"{field} must be a number, got {_show(value)}")
+        number = float(_decimal(value, field))
+        if not math.isfinite(number):
+            raise InvalidBotDocument(f"{field} must be a finite number, got {_show(value)}")
+        parsed[name] = number
+    return tuple(sorted(parsed.items()))
+
+
+def _optional_positive(config: dict[str, Any], key: str) -> Decimal | None:
+    if config.get(key) is None:
+        return None
+    return _positive(config, key)
+
+
+def _parse_margin_type(value: Any) -> str:
+    if value is None:
+        return DEFAULT_MARGIN_TYPE
+    if not isinstance(value, str) or value.strip().upper() not in MARGIN_TYPES:
+        raise InvalidBotDocument(f"config.marginType must be ISOLATED or CROSSED, got {_show(value)}")
+    return value.strip().upper()
+
+
+def _optional_bool(value: Any, field: str, *, default: bool) -> bool:
+    if value is None:
+        return default
+    if not isinstance(value, bool):
+        raise InvalidBotDocument(f"{field} must be true or false, got {_show(value)}")
+    return value
 
 
 def _parse_statistics(statistics: Any) -> BotStatisticsValues:

@@ -31,6 +31,8 @@ class GatewaySettings:
     group_work: bool = True
     # Time kept back from the deadline for the final bulk writes and the response.
     write_reserve_seconds: float = 10.0
+    # Binance request weight one tick may plan to spend on this egress IP (0: no planning).
+    weight_budget_per_tick: int = 1920
     mongodb_timeout_ms: int = 5000
     # Upstash (QStash) signed deliveries, accepted besides the bearer secret when a key is set.
     qstash_current_signing_key: str | None = None
@@ -72,6 +74,7 @@ class GatewaySettings:
             use_ai=env_bool("TICK_USE_AI", True, env=env),
             group_work=env_bool("TICK_GROUPING", True, env=env),
             write_reserve_seconds=min(10.0, deadline / 5),
+            weight_budget_per_tick=env_int("GATEWAY_WEIGHT_BUDGET_PER_TICK", 1920, minimum=0, maximum=100_000, env=env),
             mongodb_timeout_ms=env_int("MONGODB_TIMEOUT_MS", 5000, minimum=100, env=env),
             qstash_current_signing_key=current_key,
             qstash_next_signing_key=next_key,

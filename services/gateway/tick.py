@@ -1,6 +1,7 @@
 """One tick: claim the bots, work in groups, fan out per bot, write in bulk.
 
     claim (update_many + find) -> parse each document
+      -> weight plan (one find on exchangeconnections): defer what the per-IP budget cannot carry
       -> per (symbol, interval): candles + filters + price, once
         -> per (strategy, symbol, interval, params): one Analyze
           -> per bot, bounded concurrency: executor RunCycle
@@ -37,6 +38,7 @@ from services.gateway.repository import BotRepository, BotUpdate, DatabaseUnavai
 from services.gateway.results import BotResult, BotStatus
 from services.gateway.settings import GatewaySettings
 from services.gateway.slots import PrioritySlots
+from services.gateway.weight_plan import DEFAULT_WEIGHT_BUDGET, BotWeightInput, WeightPlan, plan_weight
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +57,7 @@ class TickConfig:
     use_ai: bool = True
     write_reserve_seconds: float = 10.0
     group_work: bool = True
+    weight_budget: int = DEFAULT_WEIGHT_BUDGET   # 0: no planning
 
     @classmethod
     def from_settings(cls, settings: GatewaySettings) -> TickConfig:
@@ -66,6 +69,7 @@ class TickConfig:
             use_ai=settings.use_ai,
             write_reserve_seconds=settings.write_reserve_seconds,
             group_work=settings.group_work,
+            weight_budget=settings.weight_budget_per_tick,
         )
 
 
@@ -130,6 +134,7 @@ class _Tick:
         self.executor_slots = PrioritySlots(self.config.concurrency)
         self.symbol_data: dict[tuple[str, str], asyncio.Task[tuple[str, common_pb2.SymbolFilters]]] = {}
         self.metadata = ((TICK_ID_METADATA_KEY, tick_id),)
+        self.weight_plan: WeightPlan | None = None
 
     def time_left(self) -> float:
         return self.work_ends - time.monotonic()
@@ -149,6 +154,7 @@ class _Tick:
             return TickOutcome(self.tick_id, self.now, [], no_active_bots=True, timings=timings)
         order = [document.get("_id") for document in claimed.claimed]
         bots = self._parse(claimed.claimed)
+        bots = await self._plan_weight(bots)
         if bots:
             await self.clients.wait_until_connected(min(CONNECT_WAIT_SECONDS, self.time_left() / 4))
         await self._run_groups(bots)
@@ -175,7 +181,37 @@ class _Tick:
                 self._fail(identity_of(document), f"Invalid bot document: {error.message}", "INVALID_BOT_DOCUMENT")
         return bots
 
-    # --- 2. groups ----------------------------------------------------------
+    # --- 2. weight plan -------------------------------------------------------
+
+    async def _plan_weight(self, bots: list[BotDocument]) -> list[BotDocument]:
+        if self.config.weight_budget <= 0 or not bots:
+            return bots
+        connections: list[dict[str, Any]] | None
+        try:
+            connections = await asyncio.wait_for(
+                self.repository.connection_modes(sorted({bot.user_id for bot in bots})),
+                max(min(self.time_left() / 10, 5.0), 0.1),
+            )
+        except (DatabaseUnavailable, TimeoutError) as error:
+            log.warning("exchange connections unreadable; planning every bot as live", exc_info=error)
+            connections = None
+        plan = plan_weight(
+            [_weight_input(bot, connections) for bot in bots], self.config.weight_budget, self.config.candle_limit
+        )
+        self.weight_plan = plan
+        if not plan.deferred:
+            return bots
+        log.warning(
+            "weight budget: bots deferred",
+            extra={"needed": plan.needed, "budget": plan.budget, "deferred": len(plan.deferred)},
+        )
+        deferred = set(plan.deferred)
+        for bot in bots:
+            if bot.instance_id in deferred:
+                self._skip(bot.identity, "weight budget", data={"weightNeeded": plan.needed, "weightBudget": plan.budget})
+        return [bot for bot in bots if bot.instance_id not in deferred]
+
+    # --- 3. groups ----------------------------------------------------------
 
     async def _run_groups(self, bots: Sequence[BotDocument]) -> None:
         by_market: dict[tuple[str, str, str], list[BotDocument]] = defaultdict(list)
@@ -215,7 +251,9 @@ class _Tick:
             return
         by_strategy: dict[tuple[Any, ...], list[BotDocument]] = defaultdict(list)
         for bot in bots:
-            by_strategy[(bot.bot_id, symbol, interval, ())].append(bot)
+            # Same strategy, parameters and AI choice on the same candles: one analysis.
+            use_ai = self.config.use_ai and bot.config.use_ai
+            by_strategy[(bot.bot_id, symbol, interval, bot.config.strategy_params, use_ai)].append(bot)
         await asyncio.gather(*(self._strategy_group(k, members, market) for k, members in by_strategy.items()))
 
     async def _market(self, symbol: str, interval: str, solo: str) -> _Market:
@@ -245,14 +283,14 @@ class _Tick:
         return price.price, filters
 
     async def _strategy_group(self, key: tuple[Any, ...], bots: list[BotDocument], market: _Market) -> None:
-        bot_id, symbol, interval, params = key
+        bot_id, symbol, interval, params, use_ai = key
         request = strategy_pb2.AnalyzeRequest(
             bot_id=bot_id,
             symbol=symbol,
             interval=interval,
             candles=market.candles,
             params=dict(params),
-            use_ai=self.config.use_ai,
+            use_ai=use_ai,
         )
         try:
             analysis = await self._upstream(lambda: self._call("strategy Analyze", self.clients.strategy.Analyze, request))
@@ -260,11 +298,16 @@ class _Tick:
             self._skip_all(bots, str(skip))
             return
         except _StageFailed as failure:
-            self._fail_all(bots, f"Strategy analysis failed: {failure}", "STRATEGY_ERROR")
+            if failure.code == grpc.StatusCode.INVALID_ARGUMENT and params:
+                # The strategy refused this group's overrides (unknown name, out of range): only
+                # the bots carrying them fail, with the strategy's own words.
+                self._fail_all(bots, f"Invalid config.strategyParams: {failure.details}", "INVALID_STRATEGY_PARAMS")
+            else:
+                self._fail_all(bots, f"Strategy analysis failed: {failure}", "STRATEGY_ERROR")
             return
         await asyncio.gather(*(self._bot(bot, market, analysis) for bot in bots))
 
-    # --- 3. per bot -----------------------------------------------------------
+    # --- 4. per bot -----------------------------------------------------------
 
     async def _bot(self, bot: BotDocument, market: _Market, analysis: strategy_pb2.AnalyzeResponse) -> None:
         # Open positions first: monitoring risk matters more than finding an entry.
@@ -336,7 +379,8 @@ class _Tick:
                 retry_after = _retry_after(error)
                 wait = f", retry in {retry_after}s" if retry_after else ""
                 raise _Skip(f"rate limited ({name}: {error.details()}{wait})") from None
-            raise _StageFailed(f"{name}: {code.name}: {error.details() or 'no details'}") from None
+            details = error.details() or "no details"
+            raise _StageFailed(f"{name}: {code.name}: {details}", code=code, details=details) from None
 
     # --- outcomes -------------------------------------------------------------
 
@@ -370,13 +414,17 @@ class _Tick:
             [records.trade_log(identity, self.now, "ERROR", "ERROR", action, error, {"error": error})],
         )
 
-    def _skip(self, identity: BotIdentity, reason: str) -> None:
+    def _skip(self, identity: BotIdentity, reason: str, data: dict[str, Any] | None = None) -> None:
         log.warning("bot skipped", extra={"botInstanceId": str(identity.instance_id), "reason": reason})
         message = f"Skipped this cycle: {reason}"
         self.outcomes[identity.instance_id] = _BotOutcome(
             _result(identity, "skipped", error=reason),
             records.release_update(),
-            [records.trade_log(identity, self.now, "SYSTEM", "WARNING", "SKIPPED", message, {"reason": reason})],
+            [
+                records.trade_log(
+                    identity, self.now, "SYSTEM", "WARNING", "SKIPPED", message, {"reason": reason, **(data or {})}
+                )
+            ],
         )
 
     def _fail_all(self, bots: Sequence[BotDocument], error: str, action: str) -> None:
@@ -417,6 +465,40 @@ class _Tick:
 
 class _StageFailed(Exception):
     """A call failed for a reason other than a rate limit; the affected bots fail."""
+
+    def __init__(self, message: str, *, code: grpc.StatusCode | None = None, details: str = "") -> None:
+        super().__init__(message)
+        self.code = code
+        self.details = details or message
+
+
+_LIVE_MODES = ("live", "testnet")
+
+
+def _weight_input(bot: BotDocument, connections: list[dict[str, Any]] | None) -> BotWeightInput:
+    return BotWeightInput(
+        key=bot.instance_id,
+        symbol=bot.symbol,
+        interval=bot.config.interval,
+        account=_weighed_account(bot, connections),
+        has_position=bot.position is not None,
+        order_key=str(bot.instance_id),
+    )
+
+
+def _weighed_account(bot: BotDocument, connections: list[dict[str, Any]] | None) -> Any:
+    """The live/testnet connection this bot's executor cycle will read, as the executor resolves it;
+    None when it costs no exchange weight (paper, or a connection the executor will refuse)."""
+    if connections is None:  # unknown: assume the worst, one live account per connection (or per user)
+        return bot.exchange_connection_id or ("user", bot.user_id)
+    owned = [doc for doc in connections if str(doc.get("userId")) == str(bot.user_id)]
+    if bot.exchange_connection_id is not None:
+        chosen = [doc for doc in owned if doc.get("_id") == bot.exchange_connection_id and doc.get("isActive")]
+    else:
+        chosen = [doc for doc in owned if doc.get("isActive")]
+    if len(chosen) != 1:  # none or ambiguous: the executor fails the bot before any exchange call
+        return None
+    return chosen[0].get("_id") if chosen[0].get("mode") in _LIVE_MODES else None
 
 
 def _retry_after(error: grpc.aio.AioRpcError) -> str | None:

@@ -1,0 +1,122 @@
+"""Before the fan-out: how much Binance request weight will this tick spend, and who fits.
+
+Binance counts request weight per egress IP per minute (2400 on USDⓈ-M
+futures). A tick that needs more earns 429s, then an IP ban for everyone on
+that address. The planner estimates the weight each bot adds (pure
+arithmetic, no I/O) and, when the total passes the budget, keeps the bots
+with an open position first (risk before opportunity), then the others in a
+stable order, and defers the rest with ``skipped`` "weight budget".
+
+What one bot adds is its marginal cost: the work it shares with bots already
+kept is paid once.
+
+* Market side, per distinct (symbol, interval): one klines read. The market
+  service's cache may already hold the candles, but the gateway cannot know,
+  so it counts the documented weight for ``limit + 1`` candles (the market
+  asks one more for the open candle: 301 -> 2). Per distinct symbol:
+  exchangeInfo (1) and the price (1).
+* Executor side, per distinct live/testnet exchange connection: one account
+  read (position and balance, weight 5), shared by that user's bots. Per bot
+  with an open position on such a connection: its protective-order audit
+  (weight 1). Paper connections cost nothing. Orders carry no IP weight
+  (they count against the per-account order limits, which the executor keeps).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass, field
+
+DEFAULT_WEIGHT_BUDGET = 1920  # 80 % of Binance's 2400 per IP per minute: headroom for retries and other clients
+EXCHANGE_INFO_WEIGHT = 1
+PRICE_WEIGHT = 1
+ACCOUNT_READ_WEIGHT = 5
+POSITION_CHECK_WEIGHT = 1
+
+
+def klines_weight(limit: int) -> int:
+    """GET /fapi/v1/klines weight by LIMIT (same table as services/market/weight.py, which the
+    gateway image does not ship): [1,100) 1, [100,500) 2, [500,1000] 5, > 1000 10."""
+    if limit < 100:
+        return 1
+    if limit < 500:
+        return 2
+    if limit <= 1000:
+        return 5
+    return 10
+
+
+@dataclass(frozen=True)
+class BotWeightInput:
+    key: Hashable                 # the bot's instance id
+    symbol: str
+    interval: str
+    account: Hashable | None      # the exchange connection it spends weight on; None: paper (free)
+    has_position: bool
+    order_key: str = ""           # stable order within a priority (the instance id as text)
+
+
+@dataclass(frozen=True)
+class WeightPlan:
+    budget: int                   # 0: planning off, every bot kept
+    needed: int                   # weight all the claimed bots would need
+    planned: int                  # weight of the kept bots
+    kept: list[Hashable] = field(default_factory=list)
+    deferred: list[Hashable] = field(default_factory=list)
+
+
+def plan_weight(bots: Sequence[BotWeightInput], budget: int, candle_limit: int) -> WeightPlan:
+    """Keep bots while their marginal weight fits ``budget``: open positions first, then by ``order_key``.
+
+    A bot that does not fit is deferred, but the next one may still be kept
+    when it costs less (its account and symbol already paid for): the budget
+    is spent on as many bots as it can carry.
+    """
+    klines = klines_weight(candle_limit + 1)
+    needed = _Tally(klines)
+    for bot in bots:
+        needed.add(bot)
+    if budget <= 0:
+        return WeightPlan(budget, needed.total, needed.total, [bot.key for bot in bots], [])
+    ordered = sorted(bots, key=lambda bot: (not bot.has_position, bot.order_key))
+    kept = _Tally(klines)
+    kept_keys: list[Hashable] = []
+    deferred: list[Hashable] = []
+    for bot in ordered:
+        if kept.total + kept.marginal(bot) <= budget:
+            kept.add(bot)
+            kept_keys.append(bot.key)
+        else:
+            deferred.append(bot.key)
+    return WeightPlan(budget, needed.total, kept.total, kept_keys, deferred)
+
+
+class _Tally:
+    """The weight of a set of bots, with what they share counted once."""
+
+    def __init__(self, klines: int) -> None:
+        self.klines = klines
+        self.total = 0
+        self.markets: set[tuple[str, str]] = set()
+        self.symbols: set[str] = set()
+        self.accounts: set[Hashable] = set()
+
+    def marginal(self, bot: BotWeightInput) -> int:
+        weight = 0
+        if (bot.symbol, bot.interval) not in self.markets:
+            weight += self.klines
+        if bot.symbol not in self.symbols:
+            weight += EXCHANGE_INFO_WEIGHT + PRICE_WEIGHT
+        if bot.account is not None:
+            if bot.account not in self.accounts:
+                weight += ACCOUNT_READ_WEIGHT
+            if bot.has_position:
+                weight += POSITION_CHECK_WEIGHT
+        return weight
+
+    def add(self, bot: BotWeightInput) -> None:
+        self.total += self.marginal(bot)
+        self.markets.add((bot.symbol, bot.interval))
+        self.symbols.add(bot.symbol)
+        if bot.account is not None:
+            self.accounts.add(bot.account)
