@@ -1,0 +1,117 @@
+"""A tick through the real gateway app leaves metrics, a ``ticks`` record and signed webhooks behind;
+``/api/status`` serves the monitoring report behind the cron secret."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+from bson import ObjectId
+
+from services.notifications.registry import new_webhook_document
+from services.notifications.signing import EVENT_HEADER
+from tests.gateway.conftest import AUTH, CRON_SECRET
+from tests.notifications.receiver import Receiver, start_receiver
+from tests.observability.scrape import moved, scrape, value
+from tests.support.processes import free_port
+
+
+async def test_a_tick_moves_the_tick_metrics_and_bot_result_counters(gateway, metrics_port):
+    ok_bot, failing_bot = gateway.add_bots(2)
+    gateway.fakes.executor.unavailable.add(str(failing_bot))
+    before = await scrape(metrics_port)
+    started = time.time()
+
+    body = await gateway.tick()
+
+    after = await scrape(metrics_port)
+    assert body["summary"]["successful"] == 1 and body["summary"]["failed"] == 1
+    assert moved(before, after, "tradebot_ticks_total", outcome="ok") == 1
+    assert moved(before, after, "tradebot_bot_results_total", status="success") == 1
+    assert moved(before, after, "tradebot_bot_results_total", status="failed") == 1
+    assert moved(before, after, "tradebot_tick_duration_seconds_count") == 1
+    assert value(after, "tradebot_last_tick_timestamp_seconds") >= started
+
+    # The tick is recorded once, under the id every gRPC call carried.
+    [tick_id] = gateway.fakes.tick_ids()
+    [record] = list(gateway.db.ticks.find({"tickId": tick_id}))
+    assert record["outcome"] == "ok"
+    assert record["summary"] == body["summary"]
+    assert record["finishedAt"] >= record["startedAt"]
+    assert {"claimSeconds", "servicesSeconds", "writeSeconds", "tickSeconds"} <= set(record["timings"])
+
+
+async def test_a_tick_without_active_bots_counts_as_no_bots(gateway, metrics_port):
+    gateway.add_bots(1, status="PAUSED")
+    before = await scrape(metrics_port)
+    body = await gateway.tick()
+    after = await scrape(metrics_port)
+    assert body["message"] == "No active bots"
+    assert moved(before, after, "tradebot_ticks_total", outcome="no_bots") == 1
+    assert moved(before, after, "tradebot_bot_results_total", status="success") == 0
+    assert gateway.db.ticks.find_one({"outcome": "no_bots"}, sort=[("finishedAt", -1)]) is not None
+
+
+async def test_an_unreachable_database_counts_as_db_unavailable(gateway_factory, metrics_port):
+    dead = f"mongodb://127.0.0.1:{free_port()}"
+    async with gateway_factory(mongodb_uri=dead, mongodb_timeout_ms=300) as gateway:
+        before = await scrape(metrics_port)
+        response = await gateway.http.get("/api/cron/run-bots", headers=AUTH)
+        after = await scrape(metrics_port)
+    assert response.status_code == 503
+    assert moved(before, after, "tradebot_ticks_total", outcome="db_unavailable") == 1
+    assert value(after, "tradebot_last_tick_timestamp_seconds") > 0
+
+
+@pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Bearer {CRON_SECRET}x"}])
+async def test_status_refuses_a_caller_without_the_cron_secret(gateway, headers):
+    response = await gateway.http.get("/api/status", headers=headers)
+    assert response.status_code == 401
+    assert response.json() == {"success": False, "error": "Unauthorized"}
+
+
+async def test_status_reports_bots_logs_and_the_last_tick(gateway):
+    gateway.add_bots(2)
+    gateway.add_bots(1, status="PAUSED")
+    await gateway.tick()
+    [tick_id] = gateway.fakes.tick_ids()
+
+    response = await gateway.http.get("/api/status", headers=AUTH)
+
+    assert response.status_code == 200
+    report = response.json()
+    assert report["botsByStatus"] == {"ACTIVE": 2, "PAUSED": 1}
+    assert len(report["openPositions"]) == 2               # the fake executor opened one per ACTIVE bot
+    assert report["tradeLogsLast24h"]["ANALYSIS"] == 2
+    last = report["lastTick"]
+    assert last["tickId"] == tick_id and last["outcome"] == "ok" and last["source"] == "ticks"
+    assert last["summary"]["totalBots"] == 2
+
+
+async def test_webhook_receives_signed_trade_and_safety_events_after_the_tick(gateway):
+    receiver = Receiver()
+    server, task = await start_receiver(receiver)
+    try:
+        traded, tripped = gateway.add_bots(2)
+        gateway.fakes.executor.safety_trips.add(str(tripped))
+        hook = new_webhook_document(gateway.user_id, receiver.url("/hooks/me"))
+        receiver.secrets["/hooks/me"] = hook["secret"]
+        gateway.db.webhooks.insert_one(hook)
+
+        await gateway.tick()
+
+        deliveries = await receiver.wait_for("/hooks/me", 2, timeout=5)
+    finally:
+        server.should_exit = True
+        await task
+    assert all(delivery.signature_valid for delivery in deliveries)
+    by_event = {delivery.headers[EVENT_HEADER.lower()]: delivery for delivery in deliveries}
+    assert set(by_event) == {"TRADE", "SAFETY"}
+    safety = json.loads(by_event["SAFETY"].body)
+    assert safety["botInstanceId"] == str(tripped) and safety["action"] == "EMERGENCY_STOP"
+    assert safety["severity"] == "CRITICAL"
+    stored = gateway.db.tradelogs.find_one({"_id": ObjectId(safety["tradeLogId"])})
+    assert stored is not None and stored["logType"] == "SAFETY"   # sent after it was written
+    trade = json.loads(by_event["TRADE"].body)
+    assert trade["botInstanceId"] == str(traded) and trade["action"] == "OPEN_LONG"
