@@ -105,9 +105,20 @@ class FakeStrategy(strategy_pb2_grpc.StrategyServicer):
     calls: list[tuple[Any, dict[str, str]]] = field(default_factory=list)
     signals: dict[int, tuple[int, float]] = field(default_factory=dict)  # bot_id -> (action, confidence)
     ai_fallback_reason: str = ""
+    # Declared parameters and bounds; like the real service, anything else is INVALID_ARGUMENT.
+    param_bounds: dict[str, tuple[float, float]] = field(default_factory=lambda: {"rsiOversold": (5.0, 45.0)})
 
     async def Analyze(self, request, context):
         self.calls.append((request, _metadata(context)))
+        for name, value in sorted(request.params.items()):
+            if name not in self.param_bounds:
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"Strategy {request.bot_id} has no parameter {name}")
+            low, high = self.param_bounds[name]
+            if not low <= value <= high:
+                await context.abort(
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    f"Strategy {request.bot_id} parameter {name} must be between {low:g} and {high:g}, got {value:g}",
+                )
         action, confidence = self.signals.get(request.bot_id, (common_pb2.ACTION_BUY, 82.5))
         signal = common_pb2.Signal(action=action, confidence=confidence, reason="RSI 28 oversold, MACD cross up")
         requested = request.use_ai and action != common_pb2.ACTION_HOLD

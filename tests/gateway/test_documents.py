@@ -74,3 +74,43 @@ def test_broken_documents_name_the_field_and_value(mutate, message):
     with pytest.raises(InvalidBotDocument) as caught:
         parse_bot(doc)
     assert message in caught.value.message
+
+
+def test_strategy_params_margin_type_notional_cap_and_use_ai_are_read():
+    bot = parse_bot(document(strategyParams={"rsiOversold": 25, "emaFast": 9.5}, maxPositionNotional="2500.50",
+                             marginType="crossed", useAi=False))  # fmt: skip
+    assert bot.config.strategy_params == (("emaFast", 9.5), ("rsiOversold", 25.0))  # sorted: a stable group key
+    assert bot.config.max_position_notional == Decimal("2500.50")
+    assert bot.config.margin_type == "CROSSED"
+    assert bot.config.use_ai is False
+
+
+def test_new_config_fields_have_safe_defaults():
+    bot = parse_bot(document(strategyParams=None, maxPositionNotional=None))
+    assert bot.config.strategy_params == ()
+    assert bot.config.max_position_notional is None
+    assert bot.config.margin_type == "ISOLATED"
+    assert bot.config.use_ai is True
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"strategyParams": [1, 2]}, "config.strategyParams must be an object of name -> number, got [1, 2]"),
+        ({"strategyParams": {"rsiOversold": "25"}}, "config.strategyParams.rsiOversold must be a number, got '25'"),
+        ({"strategyParams": {"rsiOversold": float("nan")}}, "config.strategyParams.rsiOversold must be a finite number"),
+        ({"strategyParams": {"rsiOversold": float("inf")}}, "config.strategyParams.rsiOversold must be a finite number"),
+        ({"strategyParams": {"rsi": {"oversold": 25}}}, "config.strategyParams.rsi must be a number, got {'oversold': 25}"),
+        ({"strategyParams": {"rsiOversold": True}}, "config.strategyParams.rsiOversold must be a number, got True"),
+        ({"strategyParams": {"$where": 1}}, "config.strategyParams has an invalid parameter name '$where'"),
+        ({"maxPositionNotional": 0}, "config.maxPositionNotional must be greater than 0, got 0"),
+        ({"maxPositionNotional": -5}, "config.maxPositionNotional must be greater than 0, got -5"),
+        ({"maxPositionNotional": "lots"}, "config.maxPositionNotional must be a number, got 'lots'"),
+        ({"marginType": "PORTFOLIO"}, "config.marginType must be ISOLATED or CROSSED, got 'PORTFOLIO'"),
+        ({"useAi": "yes"}, "config.useAi must be true or false, got 'yes'"),
+    ],
+)
+def test_bad_new_config_fields_name_the_field_and_value(overrides, message):
+    with pytest.raises(InvalidBotDocument) as raised:
+        parse_bot(document(**overrides))
+    assert raised.value.message.startswith(message)

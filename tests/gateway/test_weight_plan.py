@@ -1,0 +1,83 @@
+"""The weight planner: what a tick costs on one egress IP, and who is deferred when it is too much."""
+
+from __future__ import annotations
+
+from services.gateway.weight_plan import (
+    ACCOUNT_READ_WEIGHT,
+    DEFAULT_WEIGHT_BUDGET,
+    BotWeightInput,
+    klines_weight,
+    plan_weight,
+)
+from services.market.weight import klines_weight as market_klines_weight
+
+LIMIT = 300  # TICK_CANDLE_LIMIT default: the market asks 301 -> weight 2
+
+
+def population(bots: int, accounts: int, symbols: int = 50, with_position_every: int = 4) -> list[BotWeightInput]:
+    return [
+        BotWeightInput(
+            key=index,
+            symbol=f"SYM{index % symbols}USDT",
+            interval="5m",
+            account=f"acct-{index % accounts}",
+            has_position=index % with_position_every == 0,
+            order_key=f"{index:06d}",
+        )
+        for index in range(bots)
+    ]
+
+
+def test_klines_table_matches_the_market_service():
+    for limit in (1, 99, 100, 301, 499, 500, 1000, 1001, 1500):
+        assert klines_weight(limit) == market_klines_weight(limit)
+
+
+def test_thousand_bots_on_two_hundred_live_accounts_fit_the_default_budget():
+    plan = plan_weight(population(1000, 200), DEFAULT_WEIGHT_BUDGET, LIMIT)
+    # 50 (symbol, 5m): klines 2 + exchangeInfo 1 + price 1 = 200; 200 accounts x 5 = 1000; 250 positions x 1
+    assert plan.needed == 50 * 4 + 200 * ACCOUNT_READ_WEIGHT + 250
+    assert plan.deferred == [] and len(plan.kept) == 1000
+    assert plan.planned == plan.needed <= DEFAULT_WEIGHT_BUDGET
+
+
+def test_three_thousand_accounts_do_not_fit_and_open_positions_come_first():
+    bots = population(3000, 3000, with_position_every=20)  # 150 bots with a position, one account each
+    plan = plan_weight(list(reversed(bots)), DEFAULT_WEIGHT_BUDGET, LIMIT)  # input order does not matter
+
+    assert plan.needed == 50 * 4 + 3000 * 5 + 150 * 1
+    kept = set(plan.kept)
+    assert all(bot.key in kept for bot in bots if bot.has_position)  # risk before opportunity
+    # 200 market + 150 x 6 = 1100; the 820 left carry 164 more accounts, taken in the stable order.
+    without = [bot.key for bot in bots if not bot.has_position]
+    assert [key for key in plan.kept if not bots[key].has_position] == without[:164]
+    assert sorted(plan.deferred) == sorted(without[164:])
+    assert plan.planned == 1920
+
+
+def test_bots_sharing_a_paid_account_and_market_still_fit_after_a_deferral():
+    bots = [
+        BotWeightInput("a", "BTCUSDT", "5m", "acct-1", False, "1"),
+        BotWeightInput("b", "ETHUSDT", "5m", "acct-2", False, "2"),   # a new symbol and account: too much
+        BotWeightInput("c", "BTCUSDT", "5m", "acct-1", False, "3"),   # costs nothing more
+        BotWeightInput("d", "BTCUSDT", "5m", None, False, "4"),       # paper on a paid market: free
+    ]
+    plan = plan_weight(bots, 4 + 5, LIMIT)
+    assert plan.kept == ["a", "c", "d"] and plan.deferred == ["b"]
+    assert plan.planned == 9
+
+
+def test_paper_bots_cost_only_market_data():
+    bots = [BotWeightInput(index, "BTCUSDT", "5m", None, True, str(index)) for index in range(500)]
+    plan = plan_weight(bots, DEFAULT_WEIGHT_BUDGET, LIMIT)
+    assert plan.needed == 4 and plan.deferred == []
+
+
+def test_a_zero_budget_turns_planning_off():
+    plan = plan_weight(population(3000, 3000), 0, LIMIT)
+    assert plan.deferred == [] and len(plan.kept) == 3000 and plan.needed > DEFAULT_WEIGHT_BUDGET
+
+
+def test_a_larger_candle_limit_costs_more():
+    bots = population(10, 10)
+    assert plan_weight(bots, 0, 1000).needed - plan_weight(bots, 0, 300).needed == 10 * (10 - 2)
