@@ -47,6 +47,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=RESULTS_DIR, help="where latest.json and the plot go")
     parser.add_argument("--append", action="store_true",
                         help="keep the other populations' rows already in the output's latest.json")
+    parser.add_argument("--render", action="store_true",
+                        help="measure nothing: recompute targets, table and plot from the output's latest.json")
     parser.add_argument("--no-baseline", action="store_true", help="project settings only")
     parser.add_argument("--binance-latency-ms", type=float, default=50.0)
     parser.add_argument("--openai-latency-ms", type=int, default=800)
@@ -58,7 +60,10 @@ def main(argv: list[str] | None = None) -> int:
     options = RunOptions(args.binance_latency_ms, args.openai_latency_ms, echo=args.echo)
 
     json_path = args.out / JSON_PATH.name
-    kept = _previous_rows(json_path, exclude=set(populations)) if args.append else []
+    if args.render:
+        return _render(json_path, args.no_plot)
+    previous = _previous_document(json_path) if args.append else {}
+    kept = [row for row in previous.get("rows", []) if row.get("bots") not in set(populations)]
     rows: list[dict[str, Any]] = []
     for bots in populations:
         population = plan(bots, args.symbols)
@@ -89,6 +94,8 @@ def main(argv: list[str] | None = None) -> int:
         "rows": rows,
         "targets": checks,
     }
+    if args.no_backtest and "backtest_year" in previous:
+        document["backtest_year"] = previous["backtest_year"]
     if not args.no_backtest:
         from bench.backtest_year import TARGET_SECONDS, time_backtest_year
 
@@ -110,12 +117,28 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _previous_rows(path: Path, exclude: set[int]) -> list[dict[str, Any]]:
+def _render(json_path: Path, no_plot: bool) -> int:
+    document = json.loads(json_path.read_text(encoding="utf-8"))
+    rows = sorted(document["rows"], key=lambda row: (row["bots"], row["setting"] != "project"))
+    add_speedups(rows)
+    document["rows"] = rows
+    document["targets"] = check_targets(rows, document["options"]["weight_budget_1m"])
+    print(table(rows))
+    print()
+    print(checks_text(document["targets"]))
+    write_json(document, json_path)
+    if not no_plot:
+        print(f"plot: {plot(rows, json_path.parent / PLOT_PATH.name)}")
+    return 0
+
+
+def _previous_document(path: Path) -> dict[str, Any]:
     try:
-        previous = json.loads(path.read_text(encoding="utf-8"))
+        document = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return []
-    return [row for row in previous.get("rows", []) if row.get("bots") not in exclude]
+        return {}
+    return document if isinstance(document, dict) else {}
+
 
 
 def _scaled(row: dict[str, Any], population: list[BotPlan]) -> dict[str, Any]:
