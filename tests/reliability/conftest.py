@@ -26,12 +26,13 @@ from services.executor.admin import connection_document
 from tests.e2e.conftest import E2EStack
 from tests.fakes.binance_market import FakeBinanceMarket
 from tests.reliability.ledger import LEDGER
+from tests.reliability.support import FuturesInThread
 
 
 @dataclasses.dataclass
 class ReliabilityStack(E2EStack):
     market_fake: FakeBinanceMarket = dataclasses.field(default=None)  # type: ignore[assignment]
-    futures: ChildProcess = dataclasses.field(default=None)  # type: ignore[assignment]
+    futures: FuturesInThread = dataclasses.field(default=None)  # type: ignore[assignment]
     testnet_key: str = ""
     testnet_secret: str = ""
     # Every process any reliability test started: the secret grep reads them all.
@@ -43,7 +44,7 @@ class ReliabilityStack(E2EStack):
         return user_id, self.db.exchangeconnections.insert_one(document).inserted_id
 
     def all_output(self) -> str:
-        parts = [self.stack.output(), self.openai.output(), self.futures.output()]
+        parts = [self.stack.output(), self.openai.output()]
         parts += [f"[{process.name}] " + process.output() for process in self.extra_processes]
         return "\n".join(parts)
 
@@ -57,10 +58,9 @@ def reliability(mongo_uri: str) -> Iterator[ReliabilityStack]:
     fernet_key = Fernet.generate_key().decode()
     market_fake = FakeBinanceMarket().start()
     openai = ChildProcess("openai", python_module("tests.fakes.openai_server", "--mode", "success"), {})
-    futures = ChildProcess("futures", python_module("tests.fakes.binance_futures", "--api-key", testnet_key,
-                                                    "--api-secret", testnet_secret), {})  # fmt: skip
+    futures = FuturesInThread(testnet_key, testnet_secret)
     openai_url = openai.wait_for_line(r"READY (\S+)", timeout=30).group(1)
-    futures_url = futures.wait_for_line(r"READY (\S+)", timeout=30).group(1)
+    futures_url = futures.url
     database = f"reliability_{uuid.uuid4().hex[:10]}"
     config = StackConfig(
         mongodb_uri=mongo_uri,
@@ -106,6 +106,7 @@ def reliability(mongo_uri: str) -> Iterator[ReliabilityStack]:
 def rstack(reliability: ReliabilityStack) -> Iterator[ReliabilityStack]:
     reliability.reset()
     reliability.market_fake.clear_faults()
+    reliability.futures.call(reliability.futures.fake.faults.clear)
     yield reliability
     reliability.market_fake.clear_faults()
     for name in reliability.stack.dead():  # a test that killed a service and failed before restarting it

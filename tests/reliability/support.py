@@ -126,3 +126,36 @@ def check_one_order_each(db: Database, connection_ids: list[ObjectId]) -> Counte
     LEDGER.orders(len(connection_ids), duplicates)
     assert duplicates == 0, f"duplicate orders: {counts}"
     return counts
+
+
+class FuturesInThread:
+    """The fake Binance futures server on its own event loop thread, so tests program its faults directly."""
+
+    def __init__(self, api_key: str, api_secret: str) -> None:
+        import asyncio
+
+        from tests.fakes.binance_futures import FakeBinanceFutures
+
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="fake-futures", daemon=True)
+        self._thread.start()
+        self.fake = FakeBinanceFutures(api_key=api_key, api_secret=api_secret)
+        self.url = self.run(self.fake.start())
+
+    def run(self, coroutine: Any) -> Any:
+        import asyncio
+
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(10)
+
+    def call(self, function: Any, *args: Any, **kwargs: Any) -> Any:
+        """Run a test control on the server's loop (its state is not shared across threads otherwise)."""
+
+        async def invoke() -> Any:
+            return function(*args, **kwargs)
+
+        return self.run(invoke())
+
+    def stop(self) -> None:
+        self.run(self.fake.stop())
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(5)
