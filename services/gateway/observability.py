@@ -123,8 +123,8 @@ class TickObserver:
             await self._db[TICKS].insert_one(report.document())
         except Exception as error:  # the webhooks below do not depend on it
             log.error("writing the ticks document failed", extra={"tickId": report.tick_id, "error": repr(error)})
-        if self._dispatcher is None or report.outcome != "ok" and report.outcome != "persist_failed":
-            return
+        if self._dispatcher is None or report.outcome not in ("ok", "persist_failed"):
+            return  # no bots ran: nothing to notify
         entries = await self.written_logs(report)
         queued = self._dispatcher.enqueue(entries)
         if queued:

@@ -6,8 +6,16 @@ from __future__ import annotations
 import json
 import time
 
+import httpx
 import pytest
 from bson import ObjectId
+from pymongo import AsyncMongoClient
+from pymongo.errors import ConnectionFailure
+
+from services.devstack.seed import PRESET_BOTS, bot_document
+from services.gateway.app import create_app
+from services.gateway.repository import BotRepository
+from services.gateway.settings import GatewaySettings
 
 from services.notifications.registry import new_webhook_document
 from services.notifications.signing import EVENT_HEADER
@@ -115,3 +123,39 @@ async def test_webhook_receives_signed_trade_and_safety_events_after_the_tick(ga
     assert stored is not None and stored["logType"] == "SAFETY"   # sent after it was written
     trade = json.loads(by_event["TRADE"].body)
     assert trade["botInstanceId"] == str(traded) and trade["action"] == "OPEN_LONG"
+
+
+class _UnwritableRepository(BotRepository):
+    """A database that accepts the claim and then refuses the results."""
+
+    async def write_results(self, tick_id, updates, logs):  # type: ignore[no-untyped-def]
+        raise ConnectionFailure("connection reset while writing")
+
+
+async def test_results_that_cannot_be_saved_count_as_persist_failed(
+    mongo_uri, mongo_client, mongo_db_name, fakes, metrics_port
+):
+    addresses = fakes.addresses
+    settings = GatewaySettings(
+        cron_secret=CRON_SECRET, mongodb_uri=mongo_uri, mongodb_db=mongo_db_name,
+        market_addr=addresses["market"], strategy_addr=addresses["strategy"], executor_addr=addresses["executor"],
+        tick_deadline_seconds=20.0, write_reserve_seconds=3.0, lease_seconds=60.0,
+    )  # fmt: skip
+    repository = _UnwritableRepository(AsyncMongoClient(mongo_uri, tz_aware=True), mongo_db_name)
+    mongo_client[mongo_db_name].botinstances.insert_one(bot_document(ObjectId(), PRESET_BOTS[0]))
+    app = create_app(settings, repository=repository)
+    try:
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as http:
+                before = await scrape(metrics_port)
+                response = await http.get("/api/cron/run-bots", headers=AUTH)
+                after = await scrape(metrics_port)
+    finally:
+        await repository.close()
+    assert response.status_code == 200 and response.json()["success"] is False
+    assert moved(before, after, "tradebot_ticks_total", outcome="persist_failed") == 1
+    assert moved(before, after, "tradebot_ticks_total", outcome="ok") == 0
+    record = mongo_client[mongo_db_name].ticks.find_one({})
+    assert record is not None and record["outcome"] == "persist_failed"
+    assert record["error"].startswith("Results could not be saved")
