@@ -38,7 +38,7 @@ from services.gateway.repository import BotRepository, BotUpdate, DatabaseUnavai
 from services.gateway.results import BotResult, BotStatus
 from services.gateway.settings import GatewaySettings
 from services.gateway.slots import PrioritySlots
-from services.gateway.weight_plan import DEFAULT_WEIGHT_BUDGET, BotWeightInput, WeightPlan, plan_weight
+from services.gateway.weight_plan import DEFAULT_WEIGHT_BUDGET, WeightPlan, plan_weight, weight_input
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +80,7 @@ class TickOutcome:
     results: list[BotResult]
     no_active_bots: bool = False
     persist_error: str | None = None
+    weight_plan: WeightPlan | None = None   # None: planning off or nothing to plan
     # Where the time went (logged; the benchmark separates database time from the rest).
     timings: dict[str, float] = field(default_factory=dict)
 
@@ -167,7 +168,9 @@ class _Tick:
         for document in claimed.in_progress:
             identity = identity_of(document)
             results.append(_result(identity, "skipped", error="in progress (claimed by another tick)"))
-        return TickOutcome(self.tick_id, self.now, results, persist_error=persist_error, timings=timings)
+        return TickOutcome(
+            self.tick_id, self.now, results, persist_error=persist_error, timings=timings, weight_plan=self.weight_plan
+        )
 
     # --- 1. documents -------------------------------------------------------
 
@@ -196,9 +199,10 @@ class _Tick:
             log.warning("exchange connections unreadable; planning every bot as live", exc_info=error)
             connections = None
         plan = plan_weight(
-            [_weight_input(bot, connections) for bot in bots], self.config.weight_budget, self.config.candle_limit
+            [weight_input(bot, connections) for bot in bots], self.config.weight_budget, self.config.candle_limit
         )
         self.weight_plan = plan
+        log.info("weight plan", extra={"needed": plan.needed, "planned": plan.planned, "budget": plan.budget})
         if not plan.deferred:
             return bots
         log.warning(
@@ -470,35 +474,6 @@ class _StageFailed(Exception):
         super().__init__(message)
         self.code = code
         self.details = details or message
-
-
-_LIVE_MODES = ("live", "testnet")
-
-
-def _weight_input(bot: BotDocument, connections: list[dict[str, Any]] | None) -> BotWeightInput:
-    return BotWeightInput(
-        key=bot.instance_id,
-        symbol=bot.symbol,
-        interval=bot.config.interval,
-        account=_weighed_account(bot, connections),
-        has_position=bot.position is not None,
-        order_key=str(bot.instance_id),
-    )
-
-
-def _weighed_account(bot: BotDocument, connections: list[dict[str, Any]] | None) -> Any:
-    """The live/testnet connection this bot's executor cycle will read, as the executor resolves it;
-    None when it costs no exchange weight (paper, or a connection the executor will refuse)."""
-    if connections is None:  # unknown: assume the worst, one live account per connection (or per user)
-        return bot.exchange_connection_id or ("user", bot.user_id)
-    owned = [doc for doc in connections if str(doc.get("userId")) == str(bot.user_id)]
-    if bot.exchange_connection_id is not None:
-        chosen = [doc for doc in owned if doc.get("_id") == bot.exchange_connection_id and doc.get("isActive")]
-    else:
-        chosen = [doc for doc in owned if doc.get("isActive")]
-    if len(chosen) != 1:  # none or ambiguous: the executor fails the bot before any exchange call
-        return None
-    return chosen[0].get("_id") if chosen[0].get("mode") in _LIVE_MODES else None
 
 
 def _retry_after(error: grpc.aio.AioRpcError) -> str | None:

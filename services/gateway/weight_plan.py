@@ -26,12 +26,16 @@ from __future__ import annotations
 
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
+
+from services.gateway.documents import BotDocument
 
 DEFAULT_WEIGHT_BUDGET = 1920  # 80 % of Binance's 2400 per IP per minute: headroom for retries and other clients
 EXCHANGE_INFO_WEIGHT = 1
 PRICE_WEIGHT = 1
 ACCOUNT_READ_WEIGHT = 5
 POSITION_CHECK_WEIGHT = 1
+LIVE_MODES = ("live", "testnet")
 
 
 def klines_weight(limit: int) -> int:
@@ -120,3 +124,33 @@ class _Tally:
         self.symbols.add(bot.symbol)
         if bot.account is not None:
             self.accounts.add(bot.account)
+
+
+def weight_input(bot: BotDocument, connections: Sequence[dict[str, Any]] | None) -> BotWeightInput:
+    """What the planner needs of a bot; ``connections`` are the users' ``exchangeconnections``
+    (non-secret fields), None when they could not be read."""
+    return BotWeightInput(
+        key=bot.instance_id,
+        symbol=bot.symbol,
+        interval=bot.config.interval,
+        account=weighed_account(bot, connections),
+        has_position=bot.position is not None,
+        order_key=str(bot.instance_id),
+    )
+
+
+def weighed_account(bot: BotDocument, connections: Sequence[dict[str, Any]] | None) -> Hashable | None:
+    """The live/testnet connection this bot's executor cycle will read, resolved as the executor
+    does (``exchangeConnectionId``, else the user's single active one); None when it costs no
+    exchange weight (paper, or a connection the executor will refuse before any exchange call)."""
+    if connections is None:  # unknown: assume the worst, a live account per connection (or per user)
+        return bot.exchange_connection_id or ("user", bot.user_id)
+    owned = [doc for doc in connections if str(doc.get("userId")) == str(bot.user_id)]
+    if bot.exchange_connection_id is not None:
+        chosen = [doc for doc in owned if doc.get("_id") == bot.exchange_connection_id and doc.get("isActive")]
+    else:
+        chosen = [doc for doc in owned if doc.get("isActive")]
+    if len(chosen) != 1:  # none or ambiguous: the executor fails the bot before any exchange call
+        return None
+    connection_id: Hashable = chosen[0].get("_id")
+    return connection_id if chosen[0].get("mode") in LIVE_MODES else None

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from bson import ObjectId
+
+from services.devstack.seed import PRESET_BOTS, bot_document
+from services.gateway.documents import parse_bot
 from services.gateway.weight_plan import (
     ACCOUNT_READ_WEIGHT,
     DEFAULT_WEIGHT_BUDGET,
     BotWeightInput,
     klines_weight,
     plan_weight,
+    weighed_account,
 )
 from services.market.weight import klines_weight as market_klines_weight
 
@@ -81,3 +86,29 @@ def test_a_zero_budget_turns_planning_off():
 def test_a_larger_candle_limit_costs_more():
     bots = population(10, 10)
     assert plan_weight(bots, 0, 1000).needed - plan_weight(bots, 0, 300).needed == 10 * (10 - 2)
+
+
+
+def _bot(user, connection_id=None):
+    document = bot_document(user, PRESET_BOTS[0])
+    if connection_id is not None:
+        document["exchangeConnectionId"] = connection_id
+    return parse_bot(document)
+
+
+def test_connections_resolve_like_the_executor():
+    user = ObjectId()
+    live, paper, inactive = ObjectId(), ObjectId(), ObjectId()
+    connections = [
+        {"_id": live, "userId": user, "mode": "live", "isActive": True},
+        {"_id": paper, "userId": str(user), "mode": "paper", "isActive": True},  # the app may store a string
+        {"_id": inactive, "userId": user, "mode": "live", "isActive": False},
+    ]
+    assert weighed_account(_bot(user, live), connections) == live
+    assert weighed_account(_bot(user, paper), connections) is None       # paper: free
+    assert weighed_account(_bot(user, inactive), connections) is None    # refused before any exchange call
+    assert weighed_account(_bot(user), connections) is None              # two active: ambiguous, refused
+    assert weighed_account(_bot(user), connections[:1]) == live          # the single active one
+    assert weighed_account(_bot(ObjectId(), live), connections) is None  # another user's connection
+    # Unreadable connections: every bot is planned as live on an account of its own.
+    assert weighed_account(_bot(user), None) == ("user", user)
