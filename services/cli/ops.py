@@ -15,7 +15,7 @@ from pymongo.errors import PyMongoError
 
 from services.cli.context import describe_mongo_error, gateway_settings, mongo_settings, require_env
 from services.cli.errors import CliError
-from services.cli.status import build_status_report
+from services.gateway.status_report import build_status_report
 from services.cli.table import render_table
 from services.cli.values import show_amount, show_quantity
 

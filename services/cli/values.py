@@ -2,27 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-from decimal import Decimal, InvalidOperation
+from datetime import UTC
+from decimal import Decimal
 from typing import Any
 
-from bson.decimal128 import Decimal128
-
-
-def to_decimal(value: Any) -> Decimal | None:
-    """A stored amount (number, decimal string or Decimal128) as Decimal; None when absent or unreadable."""
-    if value is None or isinstance(value, bool):
-        return None
-    try:
-        if isinstance(value, Decimal128):
-            number = value.to_decimal()
-        elif isinstance(value, float):
-            number = Decimal(repr(value))
-        else:
-            number = Decimal(str(value).strip())
-    except InvalidOperation:
-        return None
-    return number if number.is_finite() else None
+from services.common.stored_values import as_utc, to_decimal
 
 
 def show_amount(value: Any, places: int = 2) -> str:
@@ -35,12 +19,6 @@ def show_amount(value: Any, places: int = 2) -> str:
 def show_quantity(value: Any) -> str:
     number = to_decimal(value)
     return "-" if number is None else format(number.normalize(), "f")
-
-
-def as_utc(value: Any) -> datetime | None:
-    if not isinstance(value, datetime):
-        return None
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def show_time(value: Any) -> str:

@@ -10,7 +10,7 @@ from bson import ObjectId
 from pymongo import AsyncMongoClient
 from pymongo.database import Database
 
-from services.cli.status import build_status_report
+from services.gateway.status_report import build_status_report
 from tests.cli.conftest import RunCli, insert_bot
 from tests.cli.fake_gateway import SECRET, fake_gateway
 from tests.support.processes import free_port

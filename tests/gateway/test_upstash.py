@@ -88,3 +88,10 @@ def test_signing_keys_need_the_public_url():
         GatewaySettings.from_env(env)
     settings = GatewaySettings.from_env({**env, "CRON_PUBLIC_URL": PUBLIC_URL})
     assert settings.cron_public_url == PUBLIC_URL and CURRENT not in repr(settings)
+
+
+async def test_a_cron_signature_does_not_open_the_status_report(signed_gateway):
+    # Valid for the cron URL for five minutes; it must not be a key to other endpoints.
+    response = await signed_gateway.http.get("/api/status", headers={"Upstash-Signature": signature(b"")})
+    assert response.status_code == 401
+    assert response.json() == {"success": False, "error": "Unauthorized"}

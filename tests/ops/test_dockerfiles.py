@@ -70,12 +70,20 @@ def test_copy_sources_exist_and_are_in_the_build_context(service: str) -> None:
                 assert not dockerignore_excludes(ignored, source), f"{service}: .dockerignore drops {source}"
 
 
+# Shared libraries an image carries besides services/common, by service.
+LIBRARIES = {"gateway": ("notifications",)}
+
+
+def own_packages(service: str) -> set[str]:
+    return {"common", service, *LIBRARIES.get(service, ())}
+
+
 @pytest.mark.parametrize("service", SERVICES)
 def test_image_holds_only_its_own_service(service: str) -> None:
     sources = {source.rstrip("/") for stage in dockerfile(service) for copy in copies(stage)
                if copy.from_stage is None for source in copy.sources}
     from_services = {source for source in sources if source.startswith("services")}
-    assert from_services == {"services/__init__.py", "services/common", f"services/{service}"}
+    assert from_services == {"services/__init__.py", *(f"services/{package}" for package in own_packages(service))}
     assert "." not in sources and "services" not in sources, "never the whole tree"
 
 
@@ -166,7 +174,7 @@ def test_service_code_imports_only_itself_and_common(service: str) -> None:
     files, imported = _internal_closure(service)
     foreign = sorted(
         name for name in imported
-        if name.startswith("services.") and name.split(".")[1] not in {"common", service}
+        if name.startswith("services.") and name.split(".")[1] not in own_packages(service)
         and (REPO_ROOT / "services" / name.split(".")[1]).is_dir()
     )
     assert not foreign, f"services/{service} imports code its image does not contain: {foreign}"
@@ -272,7 +280,7 @@ def test_builder_packages_this_service_common_and_generated_code(
     packages = {"/".join(name.split("/")[:2]) for name in names if name.endswith(".py")}
     assert {f"services/{service}", "services/common", "tradebot/v1"} <= packages
     assert {package for package in packages if package.startswith("services/") and package.count("/") == 1
-            and not package.endswith(".py")} == {f"services/{service}", "services/common"}
+            and not package.endswith(".py")} == {f"services/{package}" for package in own_packages(service)}
     assert f"services/{service}/__main__.py" in names, "the entry point is packaged"
     assert "services/common/healthprobe.py" in names
     for proto in ("common", "market", "strategy", "executor"):

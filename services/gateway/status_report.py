@@ -22,7 +22,7 @@ from typing import Any
 
 from pymongo.asynchronous.database import AsyncDatabase
 
-from services.cli.values import as_utc, to_decimal
+from services.common.stored_values import as_utc, to_decimal
 
 _POSITION_FIELDS = {"botName": 1, "symbol": 1, "status": 1, "currentPosition": 1}
 # Where a closed trade's realised PnL may sit in a TRADE log's data, most specific first.
