@@ -166,12 +166,23 @@ class CycleRunner:
 
         connection = await self._connections.resolve(bot.user_id, bot.exchange_connection_id)
         broker = await self._brokers.broker_for(connection)
-        await broker.observe(MarketView(bot.symbol, price, candles))
-        # Fail closed: if either read raises, the error ends the cycle and nothing is opened.
-        account = await self._accounts.get(connection.id, request.tick_id, broker.account)
-        position = await broker.position(bot.symbol)
+        # Bots of one account on the same symbol decide one after another (one-way mode: one position).
+        async with self._accounts.symbol_lock(connection.id, bot.symbol):
+            return await self._run_locked(request, settings, price, candles, stored_side, connection.id, broker)
 
-        cycle = _Cycle(request, settings, bot.symbol, price, connection.id, broker, account, stored_side)
+    async def _run_locked(self, request: executor_pb2.RunCycleRequest, settings: BotSettings, price: Decimal,
+                          candles: list[Candle], stored_side: PositionSide | None, connection_id: str,
+                          broker: Broker) -> executor_pb2.RunCycleResponse:
+        bot = request.bot
+        if await broker.observe(MarketView(bot.symbol, price, candles)):
+            self._accounts.mark_changed(connection_id, request.tick_id, bot.symbol)
+        # Fail closed: if either read raises, the error ends the cycle and nothing is opened.
+        # Both are read once per (connection, tick) and shared by the account's bots.
+        account = await self._accounts.get(connection_id, request.tick_id, broker.account)
+        position = await self._accounts.position(connection_id, request.tick_id, bot.symbol,
+                                                 broker.positions, broker.position)
+
+        cycle = _Cycle(request, settings, bot.symbol, price, connection_id, broker, account, stored_side)
         await self._reconcile(cycle, position)
         daily = await broker.realized_pnl_since(bot.symbol, utc_midnight_ms(self._clock()))
         cycle.response.daily_realized_pnl = dec(daily)
@@ -238,6 +249,7 @@ class CycleRunner:
         if trip.close_position and position is not None:
             try:
                 # Close first: if the close fails, the stop-loss is still working.
+                self._changing(cycle)
                 fill = await cycle.broker.close_position(cycle.symbol, cycle.client_id(OrderPurpose.CLOSE), "EMERGENCY_STOP")
                 verdict.position_closed = True
                 await cycle.broker.cancel_protective_orders(cycle.symbol)
@@ -332,6 +344,7 @@ class CycleRunner:
         order.client_order_id, order.side, order.quantity = entry_id, side_to_proto(side), dec(size.quantity)
         try:
             await cycle.broker.prepare_symbol(cycle.symbol, cycle.settings.leverage, cycle.settings.margin_type)
+            self._changing(cycle)
             fill = await cycle.broker.open_position(EntryOrder(cycle.symbol, side, size.quantity, entry_id, cycle.price))
         except TradebotError as error:
             # An unknown outcome (timeout, 503) may still have filled: look before calling it a failure,
@@ -377,6 +390,7 @@ class CycleRunner:
     async def _close_unprotected(self, cycle: _Cycle, side: PositionSide, open_time_ms: int, why: str) -> None:
         """No leveraged position is left without its stop: close it at market at once."""
         try:
+            self._changing(cycle)
             fill = await cycle.broker.close_position(cycle.symbol, cycle.client_id(OrderPurpose.CLOSE), "STOP_LOSS_NOT_PLACED")
             await cycle.broker.cancel_protective_orders(cycle.symbol)   # a take-profit may have been placed
         except TradebotError as error:
@@ -413,6 +427,11 @@ class CycleRunner:
         cycle.response.has_position = True
         cycle.response.position.CopyFrom(position_to_proto(
             position, protection, open_time_ms=open_time, entry_client_order_id=entry_id))
+
+    def _changing(self, cycle: _Cycle) -> None:
+        """An order that may change the symbol's position is about to go out (its outcome may be
+        unknown): from now on this tick reads the symbol from the exchange, not from the snapshot."""
+        self._accounts.mark_changed(cycle.connection_id, cycle.request.tick_id, cycle.symbol)
 
     def _open_time(self, cycle: _Cycle, position: ExchangePosition) -> int:
         return cycle.request.stored_position.open_time_ms if cycle.stored_side == position.side else 0

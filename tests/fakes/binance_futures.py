@@ -200,6 +200,11 @@ class FakeBinanceFutures:
         """Requests that reached ``path`` (whatever the answer), in order."""
         return [r for r in self.requests if r.path == path and r.method == method]
 
+    def reads(self, path: str, api_key: str | None = None) -> list[RecordedRequest]:
+        """GET requests that reached ``path`` (whatever the answer), optionally for one API key, in order."""
+        return [r for r in self.requests if r.path == path and r.method == "GET"
+                and (api_key is None or r.api_key == api_key)]
+
     def manual_order(self, symbol: str, side: str, quantity: Decimal, api_key: str | None = None) -> dict[str, Any]:
         """A MARKET order placed outside the bot (Binance's app), filled at the mark price."""
         account = self.accounts[api_key] if api_key else self.default_account

@@ -106,11 +106,18 @@ class MarketView:
 
 
 class Broker(Protocol):
-    async def observe(self, market: MarketView) -> None:
-        """Let time pass: the paper broker triggers SL/TP on candle high/low; live does nothing."""
+    async def observe(self, market: MarketView) -> bool:
+        """Let time pass: the paper broker triggers SL/TP on candle high/low; live does nothing.
+
+        True when it changed the symbol's position (a paper stop filled): the cycle then re-reads it."""
 
     async def account(self) -> AccountSnapshot:
         """Balances. Raises if they cannot be read (the cycle then opens nothing)."""
+
+    async def positions(self) -> dict[str, ExchangePosition]:
+        """Every open position of the account by symbol, in one read (shared by the account's bots per tick).
+
+        Raises if they cannot be read: never an empty dict on error."""
 
     async def position(self, symbol: str) -> ExchangePosition | None:
         """The open position, or None when flat. Raises if it cannot be read: never 'None' on error."""

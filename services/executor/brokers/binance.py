@@ -54,6 +54,7 @@ from services.executor.brokers.binance_records import (
     dec,
     fill_from_order,
     parse_position,
+    parse_positions,
     round_trips,
     usdt_fee,
 )
@@ -167,8 +168,9 @@ class BinanceFuturesBroker:
             self._shared.rate_guard.observe(headers)
 
     # -------------------------------------------------------------- Broker
-    async def observe(self, market: MarketView) -> None:
+    async def observe(self, market: MarketView) -> bool:
         """Binance triggers SL/TP itself; nothing to simulate."""
+        return False
 
     async def account(self) -> AccountSnapshot:
         rows = await self._read("balance read", lambda: self._client.futures_account_balance())
@@ -178,6 +180,16 @@ class BinanceFuturesBroker:
             if row.get("asset") == QUOTE_ASSET:
                 return AccountSnapshot(available_balance=dec(row, "availableBalance"), wallet_balance=dec(row, "balance"))
         return AccountSnapshot(available_balance=Decimal(0), wallet_balance=Decimal(0))
+
+    async def positions(self) -> dict[str, ExchangePosition]:
+        """One positionRisk v3 read without a symbol (weight 5, the same as with one) for the whole account.
+
+        ``/fapi/v3/account`` (also weight 5) would bring balances along, but its
+        position rows carry no entry or mark price, which the cycle needs."""
+        rows = await self._read("positions read", lambda: self._client.futures_position_information())
+        if not isinstance(rows, list):
+            raise Unavailable("Binance positions answer is not a list")
+        return parse_positions(rows, {symbol: prepared[0] for symbol, prepared in self._prepared.items()})
 
     async def position(self, symbol: str) -> ExchangePosition | None:
         rows = await self._read(f"position read for {symbol}", lambda: self._client.futures_position_information(symbol=symbol))

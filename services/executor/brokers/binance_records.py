@@ -54,6 +54,18 @@ def parse_position(rows: Iterable[Mapping[str, Any]], symbol: str, fallback_leve
     )
 
 
+def parse_positions(rows: Iterable[Mapping[str, Any]], fallback_leverage: Mapping[str, int]) -> dict[str, ExchangePosition]:
+    """positionRisk v3 rows of the whole account -> the open one-way position of each symbol."""
+    listed = list(rows)
+    symbols = {str(row.get("symbol")) for row in listed if row.get("symbol")}
+    positions: dict[str, ExchangePosition] = {}
+    for symbol in sorted(symbols):
+        position = parse_position(listed, symbol, fallback_leverage.get(symbol, 1))
+        if position is not None:
+            positions[symbol] = position
+    return positions
+
+
 def usdt_fee(trades: Iterable[Mapping[str, Any]]) -> Decimal:
     """Commissions paid in the quote asset (fees in BNB are not converted)."""
     return sum((abs(dec(t, "commission")) for t in trades if t.get("commissionAsset", QUOTE_ASSET) == QUOTE_ASSET), Decimal(0))

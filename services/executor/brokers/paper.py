@@ -61,6 +61,7 @@ async def ensure_paper_indexes(db: AsyncDatabase) -> None:
     """Indexes for the per-cycle queries (idempotent; run once per process)."""
     await db["papertrades"].create_index([("connectionId", 1), ("symbol", 1), ("closeTimeMs", 1)])
     await db["papertrades"].create_index([("connectionId", 1), ("symbol", 1), ("openTimeMs", 1)])
+    await db["paperpositions"].create_index([("connectionId", 1)])   # the per-tick positions snapshot
 
 
 class PaperBroker:
@@ -131,10 +132,16 @@ class PaperBroker:
     def _mark(self, doc: dict[str, Any]) -> Decimal:
         return self._prices.get(doc["symbol"]) or _d(doc.get("markPrice") or doc["entryPrice"])
 
+    async def positions(self) -> dict[str, ExchangePosition]:
+        docs = await self._store.list_positions(self._connection_id)
+        return {doc["symbol"]: self._position_from_doc(doc) for doc in docs}
+
     async def position(self, symbol: str) -> ExchangePosition | None:
         doc = await self._position_doc(symbol)
-        if doc is None:
-            return None
+        return None if doc is None else self._position_from_doc(doc)
+
+    def _position_from_doc(self, doc: dict[str, Any]) -> ExchangePosition:
+        symbol = doc["symbol"]
         mark = self._mark(doc)
         entry, quantity = _d(doc["entryPrice"]), _d(doc["quantity"])
         return ExchangePosition(
@@ -148,11 +155,12 @@ class PaperBroker:
             margin=_d(doc["margin"]),
         )
 
-    async def observe(self, market: MarketView) -> None:
+    async def observe(self, market: MarketView) -> bool:
+        """True when the symbol has a position: its mark moved, or a stop filled and closed it."""
         self._prices[market.symbol] = market.price
         doc = await self._position_doc(market.symbol)
         if doc is None:
-            return
+            return False
         opened = int(doc["openTimeMs"])
         now = self._clock()
         points = [
@@ -166,8 +174,9 @@ class PaperBroker:
             if trigger is not None:
                 reason, price, client_id = trigger
                 await self._close(doc, price, reason, client_id, when)
-                return
+                return True
         await self._store.update_position(doc["_id"], opened, {"markPrice": _s(market.price)})
+        return True
 
     # -- orders --------------------------------------------------------
     async def find_entry(self, symbol: str, client_order_id: str) -> Fill | None:

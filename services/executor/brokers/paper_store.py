@@ -34,6 +34,9 @@ class PaperStore(Protocol):
 
     async def get_position(self, key: str) -> Document | None: ...
 
+    async def list_positions(self, connection_id: str) -> list[Document]:
+        """Every open position of the account, in one read."""
+
     async def insert_position(self, doc: Document) -> bool:
         """False when a position with this ``_id`` already exists (the one-position-per-symbol claim)."""
 
@@ -96,6 +99,9 @@ class MongoPaperStore:
 
     async def get_position(self, key: str) -> Document | None:
         return await self._positions.find_one({"_id": key})
+
+    async def list_positions(self, connection_id: str) -> list[Document]:
+        return await self._positions.find({"connectionId": connection_id}).to_list(None)
 
     async def insert_position(self, doc: Document) -> bool:
         try:
@@ -192,6 +198,9 @@ class MemoryPaperStore:
     async def get_position(self, key: str) -> Document | None:
         doc = self._positions.get(key)
         return dict(doc) if doc is not None else None
+
+    async def list_positions(self, connection_id: str) -> list[Document]:
+        return [dict(doc) for doc in self._positions.values() if doc["connectionId"] == connection_id]
 
     async def insert_position(self, doc: Document) -> bool:
         if doc["_id"] in self._positions:

@@ -1,0 +1,197 @@
+"""Issue 7: one positions read and one balance read per exchange account per tick, shared by its bots.
+
+Live: the real cycle, live broker and python-binance against the fake Binance Futures server, through
+the executor's gRPC server; the reads are counted on the fake. Paper: the same cycle on an in-memory
+paper account whose reads are counted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from decimal import Decimal
+
+import grpc
+import pytest
+from bson import ObjectId
+from cryptography.fernet import Fernet
+from tradebot.v1 import common_pb2, executor_pb2, executor_pb2_grpc
+
+from services.common.errors import Unavailable
+from services.common.grpc_server import start_server
+from services.executor.account_cache import AccountCache
+from services.executor.admin import store_connection_async
+from services.executor.brokers.base import ExchangePosition
+from services.executor.brokers.paper import PaperBroker
+from services.executor.brokers.paper_store import MemoryPaperStore
+from services.executor.cycle import CycleRunner
+from services.executor.server import ExecutorApp
+from services.executor.settings import ExecutorSettings
+from services.backtest.wiring import SinglePaperBroker, SinglePaperConnection
+from tests.executor.builders import request
+from tests.fakes.binance_futures import DEFAULT_SYMBOLS, FakeBinanceFutures, SymbolSpec
+
+API_KEY = "shared-reads-key-0001"
+API_SECRET = f"shared-reads-secret-{uuid.uuid4().hex}"
+EXTRA = ("SOLUSDT", "BNBUSDT", "XRPUSDT")
+SYMBOLS = ("BTCUSDT", "ETHUSDT", *EXTRA)
+POSITION_RISK = "/fapi/v3/positionRisk"
+BALANCE = "/fapi/v3/balance"
+
+
+def _bot_id(index: int) -> str:
+    return f"6650f0f0f0f0f0f0f0f0f0{index:02d}"
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeBinanceFutures]:
+    extra = tuple(SymbolSpec(s, Decimal("0.01"), Decimal("0.001"), Decimal("0.001"), Decimal("100000"),
+                             Decimal("5"), 2, 3) for s in EXTRA)
+    async with FakeBinanceFutures(api_key=API_KEY, api_secret=API_SECRET, symbols=DEFAULT_SYMBOLS + extra,
+                                  mark_prices=dict.fromkeys(EXTRA, Decimal("100"))) as server:
+        yield server
+
+
+@pytest.fixture
+async def live_stub(fake, mongo_uri, mongo_db_name, fernet_key) -> AsyncIterator[executor_pb2_grpc.ExecutorStub]:
+    settings = ExecutorSettings.from_env({
+        "MONGODB_URI": mongo_uri, "MONGODB_DB": mongo_db_name, "CREDENTIALS_KEYS": fernet_key,
+        "BINANCE_FUTURES_TESTNET_URL": fake.url, "BINANCE_FUTURES_URL": "http://127.0.0.1:9",
+        "BINANCE_SPOT_URL": fake.url,
+    })
+    app = ExecutorApp(settings)
+    service = await start_server([app.binding()], port=0)
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{service.port}")
+    try:
+        yield executor_pb2_grpc.ExecutorStub(channel)
+    finally:
+        await channel.close()
+        await service.stop(0)
+        await app.close()
+
+
+@pytest.fixture
+async def live_user(db, fernet_key) -> str:
+    user_id = str(ObjectId())
+    await store_connection_async(db, user_id, "testnet", API_KEY, API_SECRET, Fernet(fernet_key.encode()))
+    return user_id
+
+
+def _hold(user_id: str, tick_id: str, index: int, symbol: str) -> executor_pb2.RunCycleRequest:
+    price = "50000" if symbol == "BTCUSDT" else "3000" if symbol == "ETHUSDT" else "100"
+    return request(user_id=user_id, tick_id=tick_id, bot_instance_id=_bot_id(index), symbol=symbol, price=price,
+                   action=common_pb2.ACTION_HOLD)
+
+
+async def test_five_live_bots_of_one_account_share_one_positions_and_one_balance_read(live_stub, fake, live_user):
+    fake.manual_order("ETHUSDT", "BUY", Decimal("1"))   # one bot's symbol already has a position
+    fake.requests.clear()
+
+    replies = await asyncio.gather(*(live_stub.RunCycle(_hold(live_user, "tick-1", i, s)) for i, s in enumerate(SYMBOLS)))
+
+    position_reads = fake.reads(POSITION_RISK)
+    assert len(position_reads) == 1 and "symbol" not in position_reads[0].params   # the whole account at once
+    assert len(fake.reads(BALANCE)) == 1
+    by_symbol = dict(zip(SYMBOLS, replies, strict=True))
+    assert by_symbol["ETHUSDT"].has_position and by_symbol["ETHUSDT"].position.quantity == "1"
+    assert not any(by_symbol[s].has_position for s in SYMBOLS if s != "ETHUSDT")
+
+    await asyncio.gather(*(live_stub.RunCycle(_hold(live_user, "tick-2", i, s)) for i, s in enumerate(SYMBOLS)))
+    assert len(fake.reads(POSITION_RISK)) == 2 and len(fake.reads(BALANCE)) == 2   # a new tick reads again
+
+
+async def test_a_failed_positions_read_opens_nothing_for_any_bot(live_stub, fake, live_user):
+    fake.fail_next("GET", POSITION_RISK, status=503, code=-1001, msg="Internal error; unable to process your request.",
+                   times=1000)
+    buys = [request(user_id=live_user, tick_id="tick-1", bot_instance_id=_bot_id(i), symbol=s,
+                    price="50000" if s == "BTCUSDT" else "3000") for i, s in enumerate(("BTCUSDT", "ETHUSDT"))]
+    results = await asyncio.gather(*(live_stub.RunCycle(b) for b in buys), return_exceptions=True)
+
+    assert all(isinstance(r, grpc.aio.AioRpcError) and r.code() == grpc.StatusCode.UNAVAILABLE for r in results)
+    assert fake.orders_sent("/fapi/v1/order") == []
+    assert fake.position("BTCUSDT").amount == 0 and fake.position("ETHUSDT").amount == 0
+
+
+async def test_two_live_bots_on_the_same_symbol_enter_once(live_stub, fake, live_user):
+    buys = [request(user_id=live_user, tick_id="tick-1", bot_instance_id=_bot_id(i)) for i in range(2)]
+    first, second = await asyncio.gather(*(live_stub.RunCycle(b) for b in buys))
+
+    placed = [r for r in (first, second) if r.order.placed]
+    assert len(placed) == 1, (first.decision, second.decision)
+    assert len(fake.orders_sent("/fapi/v1/order")) == 1
+    assert fake.position("BTCUSDT").amount == Decimal(placed[0].order.quantity)   # no second entry on top
+    other = second if placed[0] is first else first
+    assert other.has_position and other.position.side == common_pb2.SIDE_LONG   # it saw the first bot's position
+
+
+# -- paper -------------------------------------------------------------------
+class CountingPaperBroker(PaperBroker):
+    def __init__(self, store: MemoryPaperStore, *, fail_reads: bool = False) -> None:
+        super().__init__(store, "paper-account", initial_balance=Decimal(10000), taker_fee=Decimal("0.0005"))
+        self.snapshot_reads = 0
+        self.symbol_reads = 0
+        self.fail_reads = fail_reads
+
+    async def positions(self) -> dict[str, ExchangePosition]:
+        self.snapshot_reads += 1
+        if self.fail_reads:
+            raise Unavailable("paper store unreachable")
+        return await super().positions()
+
+    async def position(self, symbol: str) -> ExchangePosition | None:
+        self.symbol_reads += 1
+        return await super().position(symbol)
+
+
+def _paper_runner(broker: PaperBroker) -> CycleRunner:
+    return CycleRunner(SinglePaperConnection(), SinglePaperBroker(broker), AccountCache())
+
+
+async def test_paper_bots_of_one_account_share_one_positions_read_per_tick():
+    broker = CountingPaperBroker(MemoryPaperStore())
+    runner = _paper_runner(broker)
+    user = str(ObjectId())
+    await asyncio.gather(*(runner.run(_hold(user, "tick-1", i, s)) for i, s in enumerate(SYMBOLS)))
+    assert (broker.snapshot_reads, broker.symbol_reads) == (1, 0)
+    await asyncio.gather(*(runner.run(_hold(user, "tick-2", i, s)) for i, s in enumerate(SYMBOLS)))
+    assert (broker.snapshot_reads, broker.symbol_reads) == (2, 0)
+
+
+async def test_paper_failed_positions_read_opens_nothing():
+    store = MemoryPaperStore()
+    broker = CountingPaperBroker(store, fail_reads=True)
+    with pytest.raises(Unavailable):
+        await _paper_runner(broker).run(request(user_id=str(ObjectId()), tick_id="tick-1"))
+    assert await store.list_positions("paper-account") == []
+
+
+async def test_paper_second_bot_on_the_same_symbol_sees_the_first_bots_position():
+    store = MemoryPaperStore()
+    broker = CountingPaperBroker(store)
+    runner = _paper_runner(broker)
+    user = str(ObjectId())
+    replies = await asyncio.gather(*(runner.run(request(user_id=user, tick_id="tick-1", bot_instance_id=_bot_id(i)))
+                                     for i in range(2)))
+    assert sum(r.order.placed for r in replies) == 1
+    assert all(r.has_position for r in replies)
+    [position] = await store.list_positions("paper-account")
+    assert position["quantity"] == "0.2"
+
+
+async def test_paper_stop_filled_by_this_bots_observe_is_not_hidden_by_the_shared_snapshot():
+    broker = CountingPaperBroker(MemoryPaperStore())
+    runner = _paper_runner(broker)
+    user = str(ObjectId())
+    opened = await runner.run(request(user_id=user, tick_id="tick-1", bot_instance_id=_bot_id(0)))
+    assert opened.order.placed and opened.order.stop_loss == "49000"
+
+    # tick 2: another bot of the account takes the snapshot (BTC still open), then the BTC bot's
+    # price falls through the stop: its own read must see the position gone and book the trade.
+    await runner.run(_hold(user, "tick-2", 1, "ETHUSDT"))
+    later = await runner.run(request(user_id=user, tick_id="tick-2", bot_instance_id=_bot_id(0), price="48000",
+                                     action=common_pb2.ACTION_HOLD, stored_position=opened.position))
+    assert broker.snapshot_reads == 2
+    assert not later.has_position
+    [trade] = later.closed_trades
+    assert trade.reason == "STOP_LOSS" and trade.exit_price == "49000"
