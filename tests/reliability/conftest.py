@@ -49,7 +49,7 @@ class ReliabilityStack(E2EStack):
         return "\n".join(parts)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")  # torn down after this folder: no idle processes for the rest of the run
 def reliability(mongo_uri: str) -> Iterator[ReliabilityStack]:
     cron_secret = "RELIABILITY-CRON-" + secrets.token_urlsafe(32)
     openai_key = "sk-RELIABILITY-OPENAI-" + secrets.token_urlsafe(24)
