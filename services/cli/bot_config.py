@@ -18,6 +18,7 @@ from typing import Any
 from bson import ObjectId
 
 from services.cli.errors import USAGE, CliError
+from services.gateway.documents import MAX_PRICE_DISTANCE_PERCENT, MIN_PRICE_DISTANCE_PERCENT
 
 # Mirrors services/strategy/strategies (bot_id -> name); only the default botName.
 PRESET_NAMES = {1: "Bitcoin Pro", 2: "Safe Trader", 3: "Trend Rider", 4: "Range Scalper"}
@@ -49,8 +50,11 @@ class _Rule:
 
 _RULES: dict[str, _Rule] = {
     "leverage": _Rule(Decimal(1), Decimal(125), low_inclusive=True, integer=True, unit="x"),
-    "stopLossPercent": _Rule(Decimal(0), Decimal(100), high_inclusive=False, unit="%"),
-    "takeProfitPercent": _Rule(Decimal(0), Decimal(100), unit="%"),
+    # Price distances from the entry fill, bounded as the gateway and executor bound them.
+    "stopLossPercent": _Rule(MIN_PRICE_DISTANCE_PERCENT, MAX_PRICE_DISTANCE_PERCENT, low_inclusive=True,
+                             high_inclusive=False, unit="%"),
+    "takeProfitPercent": _Rule(MIN_PRICE_DISTANCE_PERCENT, MAX_PRICE_DISTANCE_PERCENT, low_inclusive=True,
+                               high_inclusive=False, unit="%"),
     "positionSizePercent": _Rule(Decimal(0), Decimal(100), unit="%"),
     "maxDailyLoss": _Rule(Decimal(0), None, unit=" USDT"),
     "confidenceThreshold": _Rule(Decimal(0), Decimal(100), low_inclusive=True),

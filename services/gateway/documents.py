@@ -201,8 +201,8 @@ def _parse_config(config: Any) -> BotConfigValues:
         raise InvalidBotDocument(f"config.maxConsecutiveLosses must be between 1 and 1000, got {losses_limit}")
     return BotConfigValues(
         leverage=leverage,
-        stop_loss_percent=_positive(config, "stopLossPercent", high=Decimal(100), high_inclusive=False),
-        take_profit_percent=_positive(config, "takeProfitPercent", high=Decimal(1000)),
+        stop_loss_percent=_price_distance(config, "stopLossPercent"),
+        take_profit_percent=_price_distance(config, "takeProfitPercent"),
         position_size_percent=_positive(config, "positionSizePercent", high=Decimal(100)),
         max_daily_loss=_positive(config, "maxDailyLoss"),
         interval=interval,
@@ -385,6 +385,20 @@ def _positive(
     if high is not None and (number > high or (not high_inclusive and number == high)):
         bound = "at most" if high_inclusive else "below"
         raise InvalidBotDocument(f"{field} must be {bound} {high}, got {number}")
+    return number
+
+
+# Stop-loss and take-profit are price distances from the entry fill: at 100 % a
+# long's stop (or a short's target) sits at zero, and a distance inside the
+# spread triggers at once. The executor enforces the same bounds.
+MIN_PRICE_DISTANCE_PERCENT = Decimal("0.05")
+MAX_PRICE_DISTANCE_PERCENT = Decimal(100)
+
+
+def _price_distance(config: dict[str, Any], key: str) -> Decimal:
+    number = _positive(config, key, high=MAX_PRICE_DISTANCE_PERCENT, high_inclusive=False)
+    if number < MIN_PRICE_DISTANCE_PERCENT:
+        raise InvalidBotDocument(f"config.{key} must be at least {MIN_PRICE_DISTANCE_PERCENT}, got {number}")
     return number
 
 

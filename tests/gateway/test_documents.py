@@ -59,6 +59,8 @@ def test_stored_position_is_parsed():
         (lambda d: d["config"].update(leverage=0), "config.leverage must be between 1 and 125, got 0"),
         (lambda d: d["config"].pop("takeProfitPercent"), "config.takeProfitPercent is missing"),
         (lambda d: d["config"].update(stopLossPercent=100), "config.stopLossPercent must be below 100, got 100"),
+        (lambda d: d["config"].update(takeProfitPercent=150), "config.takeProfitPercent must be below 100, got 150"),
+        (lambda d: d["config"].update(stopLossPercent=0.01), "config.stopLossPercent must be at least 0.05, got 0.01"),
         (lambda d: d["config"].update(positionSizePercent=float("nan")), "config.positionSizePercent must be a finite number"),
         (lambda d: d["config"].update(confidenceThreshold=101), "config.confidenceThreshold must be between 0 and 100"),
         (lambda d: d["config"].update(maxConsecutiveLosses=0), "config.maxConsecutiveLosses must be between 1 and 1000"),
