@@ -18,6 +18,7 @@ from bson import ObjectId
 from cryptography.fernet import Fernet
 from tradebot.v1 import common_pb2, executor_pb2, executor_pb2_grpc
 
+from services.backtest.wiring import SinglePaperBroker, SinglePaperConnection
 from services.common.errors import Unavailable
 from services.common.grpc_server import start_server
 from services.executor.account_cache import AccountCache
@@ -28,7 +29,6 @@ from services.executor.brokers.paper_store import MemoryPaperStore
 from services.executor.cycle import CycleRunner
 from services.executor.server import ExecutorApp
 from services.executor.settings import ExecutorSettings
-from services.backtest.wiring import SinglePaperBroker, SinglePaperConnection
 from tests.executor.builders import request
 from tests.fakes.binance_futures import DEFAULT_SYMBOLS, FakeBinanceFutures, SymbolSpec
 
