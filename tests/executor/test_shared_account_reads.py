@@ -1,4 +1,4 @@
-"""Issue 7: one positions read and one balance read per exchange account per tick, shared by its bots.
+"""Issue 7: one account read (balances + positions) per exchange account per tick, shared by its bots.
 
 Live: the real cycle, live broker and python-binance against the fake Binance Futures server, through
 the executor's gRPC server; the reads are counted on the fake. Paper: the same cycle on an in-memory
@@ -8,6 +8,7 @@ paper account whose reads are counted.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import uuid
 from collections.abc import AsyncIterator
 from decimal import Decimal
@@ -23,6 +24,7 @@ from services.common.errors import Unavailable
 from services.common.grpc_server import start_server
 from services.executor.account_cache import AccountCache
 from services.executor.admin import store_connection_async
+from services.executor.brokers.binance_account import INCOME_HARD_MAX_S, shared_state
 from services.executor.brokers.base import ExchangePosition
 from services.executor.brokers.paper import PaperBroker
 from services.executor.brokers.paper_store import MemoryPaperStore
@@ -36,8 +38,10 @@ API_KEY = "shared-reads-key-0001"
 API_SECRET = f"shared-reads-secret-{uuid.uuid4().hex}"
 EXTRA = ("SOLUSDT", "BNBUSDT", "XRPUSDT")
 SYMBOLS = ("BTCUSDT", "ETHUSDT", *EXTRA)
+ACCOUNT = "/fapi/v3/account"
 POSITION_RISK = "/fapi/v3/positionRisk"
 BALANCE = "/fapi/v3/balance"
+INCOME = "/fapi/v1/income"
 
 
 def _bot_id(index: int) -> str:
@@ -84,25 +88,30 @@ def _hold(user_id: str, tick_id: str, index: int, symbol: str) -> executor_pb2.R
                    action=common_pb2.ACTION_HOLD)
 
 
-async def test_five_live_bots_of_one_account_share_one_positions_and_one_balance_read(live_stub, fake, live_user):
+async def test_five_live_bots_of_one_account_share_one_account_read_per_tick(live_stub, fake, live_user):
     fake.manual_order("ETHUSDT", "BUY", Decimal("1"))   # one bot's symbol already has a position
+    fake.set_mark_price("ETHUSDT", "3012.5")
     fake.requests.clear()
 
     replies = await asyncio.gather(*(live_stub.RunCycle(_hold(live_user, "tick-1", i, s)) for i, s in enumerate(SYMBOLS)))
 
-    position_reads = fake.reads(POSITION_RISK)
-    assert len(position_reads) == 1 and "symbol" not in position_reads[0].params   # the whole account at once
-    assert len(fake.reads(BALANCE)) == 1
+    assert len(fake.reads(ACCOUNT)) == 1   # balances and every position: one request (weight 5)
+    assert fake.reads(BALANCE) == [] and [r for r in fake.reads(POSITION_RISK) if "symbol" not in r.params] == []
+    assert len(fake.reads(INCOME)) == 1     # start-up: the daily-PnL baseline, shared by the five bots
     by_symbol = dict(zip(SYMBOLS, replies, strict=True))
-    assert by_symbol["ETHUSDT"].has_position and by_symbol["ETHUSDT"].position.quantity == "1"
+    eth = by_symbol["ETHUSDT"]
+    assert eth.has_position and eth.position.quantity == "1"
+    assert Decimal(eth.position.entry_price) == Decimal("3000")   # derived from notional and unrealised PnL
+    assert Decimal(eth.position.pnl) == Decimal("12.5") and Decimal(eth.position.mark_price) == Decimal("3012.5")
     assert not any(by_symbol[s].has_position for s in SYMBOLS if s != "ETHUSDT")
 
     await asyncio.gather(*(live_stub.RunCycle(_hold(live_user, "tick-2", i, s)) for i, s in enumerate(SYMBOLS)))
-    assert len(fake.reads(POSITION_RISK)) == 2 and len(fake.reads(BALANCE)) == 2   # a new tick reads again
+    assert len(fake.reads(ACCOUNT)) == 2   # a new tick reads again
+    assert len(fake.reads(INCOME)) == 1    # the baseline is younger than 30 minutes: no weight-30 read
 
 
-async def test_a_failed_positions_read_opens_nothing_for_any_bot(live_stub, fake, live_user):
-    fake.fail_next("GET", POSITION_RISK, status=503, code=-1001, msg="Internal error; unable to process your request.",
+async def test_a_failed_account_read_opens_nothing_for_any_bot(live_stub, fake, live_user):
+    fake.fail_next("GET", ACCOUNT, status=503, code=-1001, msg="Internal error; unable to process your request.",
                    times=1000)
     buys = [request(user_id=live_user, tick_id="tick-1", bot_instance_id=_bot_id(i), symbol=s,
                     price="50000" if s == "BTCUSDT" else "3000") for i, s in enumerate(("BTCUSDT", "ETHUSDT"))]
@@ -111,6 +120,22 @@ async def test_a_failed_positions_read_opens_nothing_for_any_bot(live_stub, fake
     assert all(isinstance(r, grpc.aio.AioRpcError) and r.code() == grpc.StatusCode.UNAVAILABLE for r in results)
     assert fake.orders_sent("/fapi/v1/order") == []
     assert fake.position("BTCUSDT").amount == 0 and fake.position("ETHUSDT").amount == 0
+
+
+async def test_no_entry_when_the_daily_pnl_baseline_is_past_its_hard_maximum_and_unreadable(live_stub, fake, live_user):
+    await live_stub.RunCycle(_hold(live_user, "tick-1", 0, "BTCUSDT"))   # start-up baseline
+    account_id = hashlib.sha256(f"{fake.url}\n{API_KEY}".encode()).hexdigest()[:16]
+    shared = shared_state(account_id)
+    assert shared.baseline is not None
+    later = shared.clock() + INCOME_HARD_MAX_S + 1
+    shared.clock = lambda: later
+    fake.fail_next("GET", INCOME, status=503, code=-1001, msg="Internal error", times=1000)
+
+    with pytest.raises(grpc.aio.AioRpcError) as failed:
+        await live_stub.RunCycle(request(user_id=live_user, tick_id="tick-2", bot_instance_id=_bot_id(0)))
+
+    assert failed.value.code() == grpc.StatusCode.UNAVAILABLE and "daily realised PnL unknown" in failed.value.details()
+    assert fake.orders_sent("/fapi/v1/order") == [] and fake.position("BTCUSDT").amount == 0
 
 
 async def test_two_live_bots_on_the_same_symbol_enter_once(live_stub, fake, live_user):

@@ -108,8 +108,8 @@ async def test_a_rejected_read_is_not_retried(fake: FakeBinanceFutures, broker: 
     assert len([r for r in fake.requests if r.path == "/fapi/v3/positionRisk"]) == 1
 
 
-async def test_balance_read_failure_raises(fake: FakeBinanceFutures, broker: BinanceFuturesBroker) -> None:
-    fake.fail_next("GET", "/fapi/v3/balance", status=502, code=-1001, msg="Bad gateway", times=3)
+async def test_account_read_failure_raises(fake: FakeBinanceFutures, broker: BinanceFuturesBroker) -> None:
+    fake.fail_next("GET", "/fapi/v3/account", status=502, code=-1001, msg="Bad gateway", times=3)
     with pytest.raises(Unavailable):
         await broker.account()
 

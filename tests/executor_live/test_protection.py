@@ -173,7 +173,7 @@ async def test_a_stop_price_off_the_tick_is_invalid_and_nothing_is_placed(
     assert await broker.protective_orders("BTCUSDT") == ProtectiveOrders(None, None, None, None)
 
 
-async def test_daily_realized_pnl_is_cached_per_account_and_refreshed_after_our_own_close(
+async def test_daily_realized_pnl_reads_income_once_and_follows_our_own_closes_without_it(
     fake: FakeBinanceFutures, broker: BinanceFuturesBroker
 ) -> None:
     open_time = await open_long(broker)
@@ -182,36 +182,19 @@ async def test_daily_realized_pnl_is_cached_per_account_and_refreshed_after_our_
     since = open_time - 1000
     first_close = Decimal("10") - Decimal("0.25") - Decimal("0.255")   # +10 PnL, entry and exit fees
 
-    assert await broker.realized_pnl_since("BTCUSDT", since) == first_close
+    assert await broker.realized_pnl_since("BTCUSDT", since) == first_close   # start-up: the income baseline
     assert await broker.realized_pnl_since("BTCUSDT", since) == first_close
     assert len(fake.orders_sent("/fapi/v1/income", "GET")) == 1   # weight 30: read once
 
-    fake.manual_order("BTCUSDT", "BUY", Decimal("0.010"))          # a trade by hand: not seen until the cache expires
+    fake.manual_order("BTCUSDT", "BUY", Decimal("0.010"))          # a trade by hand: not seen until the next refresh
     assert await broker.realized_pnl_since("BTCUSDT", since) == first_close
 
     fake.set_mark_price("BTCUSDT", "50000")
-    await broker.close_position("BTCUSDT", "bot1-t2-close", "EMERGENCY_STOP")   # our own close refreshes it
-    # by hand: buy 0.01 at 51000 (fee 0.255); our close: sell at 50000, PnL −10, fee 0.25
-    assert await broker.realized_pnl_since("BTCUSDT", since) == first_close - Decimal("0.255") - Decimal("10") - Decimal("0.25")
-    assert len(fake.orders_sent("/fapi/v1/income", "GET")) == 2
-
-
-async def test_daily_realized_pnl_is_read_at_most_every_30_minutes_without_closes(
-    fake: FakeBinanceFutures, broker: BinanceFuturesBroker
-) -> None:
-    now = [1000.0]
-    broker._shared.clock = lambda: now[0]
-    broker._shared.invalidate_income()
-    since = 0
-    await broker.realized_pnl_since("BTCUSDT", since)
-    reads = len(fake.orders_sent("/fapi/v1/income", "GET"))
-    for minutes in (5, 15, 29):  # ticks every few minutes share the one weight-30 read
-        now[0] = 1000.0 + minutes * 60
-        await broker.realized_pnl_since("BTCUSDT", since)
-    assert len(fake.orders_sent("/fapi/v1/income", "GET")) == reads
-    now[0] = 1000.0 + 30 * 60 + 1
-    await broker.realized_pnl_since("BTCUSDT", since)
-    assert len(fake.orders_sent("/fapi/v1/income", "GET")) == reads + 1
+    await broker.close_position("BTCUSDT", "bot1-t2-close", "EMERGENCY_STOP")
+    # our close (sell 0.01 at 50000 of the hand-bought 51000: PnL −10, fee 0.25) counts at once, from its
+    # own fill; the hand-made buy (fee 0.255) waits for the next income refresh. No income read for it.
+    assert await broker.realized_pnl_since("BTCUSDT", since) == first_close - Decimal("10") - Decimal("0.25")
+    assert len(fake.orders_sent("/fapi/v1/income", "GET")) == 1
 
 
 async def test_stop_loss_with_unknown_status_is_found_by_its_client_algo_id(

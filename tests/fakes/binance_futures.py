@@ -155,6 +155,7 @@ class FakeBinanceFutures:
         self.slow_answer_s = 0.0
         self.clock_skew_ms = 0
         self.order_count_bias = 0
+        self.used_weight_1m: int | None = None   # when set, every answer reports it as X-MBX-USED-WEIGHT-1M
         self._host = host
         self._port = port
         self._ids = itertools.count(1_000_001)
@@ -274,10 +275,14 @@ class FakeBinanceFutures:
                 self.slow_answer_remaining -= 1
                 await asyncio.sleep(self.slow_answer_s)
             recorded.status = 200
-            return web.json_response(result, headers=headers)
+            return web.json_response(result, headers={**headers, **self._weight_headers()})
         except ApiError as error:
             recorded.status = error.status
+            error.headers = {**error.headers, **self._weight_headers()}
             raise
+
+    def _weight_headers(self) -> dict[str, str]:
+        return {} if self.used_weight_1m is None else {"X-MBX-USED-WEIGHT-1M": str(self.used_weight_1m)}
 
     def _routes(self) -> dict[tuple[str, str], tuple[Any, bool]]:
         return {
@@ -294,7 +299,7 @@ class FakeBinanceFutures:
             ("GET", "/fapi/v2/balance"): (self._balance, True),
             ("GET", "/fapi/v3/balance"): (self._balance, True),
             ("GET", "/fapi/v2/account"): (self._account_info, True),
-            ("GET", "/fapi/v3/account"): (self._account_info, True),
+            ("GET", "/fapi/v3/account"): (self._account_info_v3, True),
             ("POST", "/fapi/v1/order"): (self._new_order, True),
             ("GET", "/fapi/v1/order"): (self._query_order, True),
             ("GET", "/fapi/v1/openOrders"): (lambda a, p: ([], {}), True),
@@ -483,6 +488,36 @@ class FakeBinanceFutures:
                 {"asset": "USDT", "walletBalance": balance["balance"], "availableBalance": balance["availableBalance"],
                  "unrealizedProfit": balance["crossUnPnl"]}],
             "positions": self._position_risk(account, {})[0],
+        }, {}
+
+    def _account_info_v3(self, account: Account, params: dict[str, str]) -> tuple[Any, dict[str, str]]:
+        """GET /fapi/v3/account as Binance shapes it: USDT asset row; position rows without entry or mark price."""
+        balance = self._balance(account, params)[0][0]
+        risk = self._position_risk(account, {})[0]
+        initial = sum((Decimal(r["initialMargin"]) for r in risk), Decimal(0))
+        maint = sum((Decimal(r["maintMargin"]) for r in risk), Decimal(0))
+        margin_balance = _fmt(account.wallet_balance + Decimal(balance["crossUnPnl"]))
+        asset = {
+            "asset": "USDT", "walletBalance": balance["balance"], "unrealizedProfit": balance["crossUnPnl"],
+            "marginBalance": margin_balance, "maintMargin": _fmt(maint), "initialMargin": _fmt(initial),
+            "positionInitialMargin": _fmt(initial), "openOrderInitialMargin": "0",
+            "crossWalletBalance": balance["balance"], "crossUnPnl": balance["crossUnPnl"],
+            "availableBalance": balance["availableBalance"], "maxWithdrawAmount": balance["maxWithdrawAmount"],
+            "updateTime": self.server_time_ms(),
+        }
+        positions = [{
+            "symbol": r["symbol"], "positionSide": r["positionSide"], "positionAmt": r["positionAmt"],
+            "unrealizedProfit": r["unRealizedProfit"], "isolatedMargin": r["isolatedMargin"],
+            "notional": r["notional"], "isolatedWallet": r["isolatedWallet"], "initialMargin": r["initialMargin"],
+            "maintMargin": r["maintMargin"], "updateTime": r["updateTime"],
+        } for r in risk]
+        return {
+            "totalInitialMargin": _fmt(initial), "totalMaintMargin": _fmt(maint),
+            "totalWalletBalance": balance["balance"], "totalUnrealizedProfit": balance["crossUnPnl"],
+            "totalMarginBalance": margin_balance, "totalPositionInitialMargin": _fmt(initial),
+            "totalOpenOrderInitialMargin": "0", "totalCrossWalletBalance": balance["balance"],
+            "totalCrossUnPnl": balance["crossUnPnl"], "availableBalance": balance["availableBalance"],
+            "maxWithdrawAmount": balance["maxWithdrawAmount"], "assets": [asset], "positions": positions,
         }, {}
 
     # ---------------------------------------------------------------- orders

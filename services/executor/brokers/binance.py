@@ -47,14 +47,24 @@ from services.executor.brokers.base import (
     PositionSide,
     ProtectiveOrders,
 )
-from services.executor.brokers.binance_account import AccountShared, shared_state
+from services.executor.brokers.binance_account import (
+    INCOME_HARD_MAX_S,
+    INCOME_READ_WEIGHT,
+    INCOME_TTL_S,
+    IP_WEIGHT_LIMIT_1M,
+    AccountShared,
+    IncomeBaseline,
+    ip_weight,
+    shared_state,
+)
 from services.executor.brokers.binance_records import (
     QUOTE_ASSET,
+    account_rows,
     close_reason,
     dec,
     fill_from_order,
+    parse_account_positions,
     parse_position,
-    parse_positions,
     round_trips,
     usdt_fee,
 )
@@ -119,8 +129,11 @@ class BinanceFuturesBroker:
         """
         for attempt in range(2):
             try:
-                return await request()
+                answer = await request()
+                ip_weight().observe(self._client.last_response_headers())
+                return answer
             except BinanceAPIException as exc:
+                ip_weight().observe(self._client.last_response_headers())
                 if exc.code in accept_codes:
                     return None
                 if exc.code == errs.TIMESTAMP_OUTSIDE_RECV_WINDOW and attempt == 0:
@@ -160,6 +173,7 @@ class BinanceFuturesBroker:
         try:
             return await self._call(action, request, accept_codes=frozenset({errs.DUPLICATE_CLIENT_ID}))
         finally:
+            self._shared.forget_account()   # balances and positions may have moved
             self._observe_order_counts()
 
     def _observe_order_counts(self) -> None:
@@ -172,24 +186,33 @@ class BinanceFuturesBroker:
         """Binance triggers SL/TP itself; nothing to simulate."""
         return False
 
+    @property
+    def shared(self) -> AccountShared:
+        """The per-account state (order-rate guard, account memo, daily-PnL baseline)."""
+        return self._shared
+
+    async def _account_info(self, use: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """``GET /fapi/v3/account`` (weight 5): balances and positions in one answer, shared by the two reads."""
+        answer = await self._shared.account_info(
+            use, lambda: self._read("account read", lambda: self._client.futures_account(version=3))
+        )
+        return account_rows(answer)
+
     async def account(self) -> AccountSnapshot:
-        rows = await self._read("balance read", lambda: self._client.futures_account_balance())
-        if not isinstance(rows, list):
-            raise Unavailable("Binance balance answer is not a list")
-        for row in rows:
+        assets, _ = await self._account_info("balances")
+        for row in assets:
             if row.get("asset") == QUOTE_ASSET:
-                return AccountSnapshot(available_balance=dec(row, "availableBalance"), wallet_balance=dec(row, "balance"))
+                return AccountSnapshot(available_balance=dec(row, "availableBalance"), wallet_balance=dec(row, "walletBalance"))
         return AccountSnapshot(available_balance=Decimal(0), wallet_balance=Decimal(0))
 
     async def positions(self) -> dict[str, ExchangePosition]:
-        """One positionRisk v3 read without a symbol (weight 5, the same as with one) for the whole account.
+        """Every open position from the same ``/fapi/v3/account`` answer as ``account()`` (one request per tick).
 
-        ``/fapi/v3/account`` (also weight 5) would bring balances along, but its
-        position rows carry no entry or mark price, which the cycle needs."""
-        rows = await self._read("positions read", lambda: self._client.futures_position_information())
-        if not isinstance(rows, list):
-            raise Unavailable("Binance positions answer is not a list")
-        return parse_positions(rows, {symbol: prepared[0] for symbol, prepared in self._prepared.items()})
+        Its rows have no entry or mark price; both are derived exactly (see
+        ``parse_account_positions``). ``position(symbol)`` after our own orders
+        reads positionRisk, which reports the exchange's entry price itself."""
+        _, rows = await self._account_info("positions")
+        return parse_account_positions(rows, {symbol: prepared[0] for symbol, prepared in self._prepared.items()})
 
     async def position(self, symbol: str) -> ExchangePosition | None:
         rows = await self._read(f"position read for {symbol}", lambda: self._client.futures_position_information(symbol=symbol))
@@ -275,7 +298,6 @@ class BinanceFuturesBroker:
         placed = await self._place_market(f"close of {symbol} ({reason})", symbol, client_order_id, params)
         fill = await self._fill(symbol, placed)
         self._shared.own_closes[fill.exchange_order_id] = reason
-        self._shared.invalidate_income()
         logger.info("closed %s %s at %s (%s)", current.side, symbol, fill.price, reason)
         return fill
 
@@ -339,6 +361,7 @@ class BinanceFuturesBroker:
                 lambda: self._client.futures_account_trades(symbol=symbol, orderId=order["orderId"]),
             )
             fee = usdt_fee(trades or [])
+            self._shared.record_trades(trades or [])   # our own fill moves the daily PnL at once
         except TradebotError as exc:
             logger.warning("fee of order %s on %s unknown (%s); recorded as 0", client_id, symbol, exc.message)
             fee = Decimal(0)
@@ -454,6 +477,7 @@ class BinanceFuturesBroker:
         # Unknown open time: exactly one userTrades window, the latest.
         since = open_time_ms - OPEN_TIME_SLACK_MS if known_open else until - USER_TRADES_WINDOW_MS + 1
         trades = await self._user_trades(symbol, max(since, until - HISTORY_LIMIT_MS), until)
+        self._shared.record_trades(trades)   # booked fills move the daily PnL without an income read
         trips = round_trips(trades, side)
         if not trips:
             return None
@@ -463,7 +487,6 @@ class BinanceFuturesBroker:
             lambda: self._client.futures_get_all_algo_orders(symbol=symbol, startTime=booked.open_time_ms - OPEN_TIME_SLACK_MS),
         )
         reason = close_reason(booked.closing_order_ids, algo_orders or [], self._shared.own_closes)
-        self._shared.invalidate_income()
         return ClosedTradeRecord(
             symbol=symbol,
             side=side,
@@ -503,17 +526,31 @@ class BinanceFuturesBroker:
         return int(time.time() * 1000) + int(self._client.timestamp_offset)
 
     async def realized_pnl_since(self, symbol: str, since_ms: int) -> Decimal:
-        """Realised PnL plus commissions (income history), cached per account; see ``AccountShared``."""
-        rows = self._shared.cached_income(since_ms)
-        if rows is None:
-            rows = await self._income_since(since_ms)
-            self._shared.store_income(since_ms, rows)
-        return sum(
-            (dec(r, "income") for r in rows
-             if r.get("symbol") == symbol and r.get("incomeType") in ("REALIZED_PNL", "COMMISSION")
-             and r.get("asset", QUOTE_ASSET) == QUOTE_ASSET and int(r.get("time", 0)) >= since_ms),
-            Decimal(0),
-        )
+        """Realised PnL plus commissions since ``since_ms``: income baseline + fills we saw; see ``AccountShared``.
+
+        The baseline (weight 30) is re-read when missing (start-up), when it does
+        not reach back to ``since_ms``, or when older than 30 minutes and the IP
+        weight has room; older than 2 hours it is re-read whatever the weight,
+        and if that fails the daily PnL is unknown: ``Unavailable``, no entry."""
+        shared = self._shared
+        async with shared.income_lock:   # one refresh per account, whatever the number of bots waiting
+            baseline = shared.baseline
+            must = baseline is None or baseline.since_ms > since_ms or shared.baseline_age() >= INCOME_HARD_MAX_S
+            due = shared.baseline_age() >= INCOME_TTL_S
+            if must or (due and ip_weight().has_room_for(INCOME_READ_WEIGHT)):
+                try:
+                    cut_ms = self._server_now_ms()
+                    rows = await self._income_since(since_ms)
+                    shared.baseline = IncomeBaseline(since_ms, cut_ms, shared.clock(), tuple(rows))
+                except TradebotError as error:
+                    if must:
+                        raise Unavailable(f"daily realised PnL unknown (income history unreadable: {error.message}); "
+                                          "no entry until it can be read") from None
+                    logger.warning("income refresh failed (%s); keeping the baseline from %.0f s ago",
+                                   error.message, shared.baseline_age())
+            elif due:
+                logger.info("income refresh postponed: IP weight %d used of %d", ip_weight().used(), IP_WEIGHT_LIMIT_1M)
+            return shared.daily_pnl(symbol, since_ms)
 
     async def _income_since(self, since_ms: int) -> list[dict[str, Any]]:
         rows: dict[tuple[Any, Any], dict[str, Any]] = {}

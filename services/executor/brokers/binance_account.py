@@ -1,30 +1,45 @@
-"""State shared by every broker of one Binance account in this process.
+"""State shared by every broker of one Binance account in this process (and the process's IP weight).
 
 Keyed by a hash of (futures root, API key), never the key itself:
 * the order-rate guard (Binance counts orders per account, not per client);
-* the income-history cache behind ``realized_pnl_since``. ``/fapi/v1/income``
-  costs weight 30, so one answer (all symbols) serves every bot of the
-  account for ``INCOME_TTL_S`` (30 minutes). Every close this process makes
-  or books (a stop that fired on the exchange is booked when the cycle sees
-  the position gone) invalidates it at once, so the daily-loss rule sees our
-  own trades immediately. Staleness: only a trade made *outside* this system
-  (by hand) can be missing from the daily-loss sum, for at most 30 minutes;
+* the last ``/fapi/v3/account`` answer, served once to the balance read and
+  once to the positions read within ``ACCOUNT_MEMO_S`` (2 s), single-flight:
+  with the per-tick ``AccountCache`` that is ONE request (weight 5) per
+  account per tick, for all of the account's bots;
+* the daily realised PnL: an income baseline (``/fapi/v1/income``, weight 30,
+  every symbol of the account) plus the fills this system saw itself since
+  that read (its own entries and closes, and the round trips it booked). The baseline is refreshed at most every ``INCOME_TTL_S``
+  (30 min), and only while the process-wide IP weight has room; past
+  ``INCOME_HARD_MAX_S`` (2 h) the refresh is forced, and if it fails the
+  daily PnL is unknown (``Unavailable``: the cycle opens nothing).
+  Staleness: only trades made *outside* this system can be missing, normally
+  for at most 30 minutes, under weight pressure for at most 2 hours;
 * the reasons this process closed positions with, by exchange order id, so
   ``closed_trade`` can tell EMERGENCY_STOP from EXTERNAL.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 from services.executor.brokers.binance_ratelimit import OrderRateGuard
+from services.executor.brokers.binance_records import income_pnl, trade_pnl
 
-INCOME_TTL_S = 30 * 60.0  # issue 7: refresh at most every 30 minutes per account
+ACCOUNT_MEMO_S = 2.0                # one /fapi/v3/account answer serves both reads of a tick
+INCOME_TTL_S = 30 * 60.0            # issue 7: refresh the income baseline at most every 30 minutes per account
+INCOME_HARD_MAX_S = 2 * 3600.0      # beyond this the baseline is refreshed whatever the weight, or entries stop
+INCOME_READ_WEIGHT = 30
+IP_WEIGHT_LIMIT_1M = 2400
+IP_WEIGHT_REFRESH_SHARE = Decimal("0.6")   # an income refresh must leave the IP below 60 % of 2,400
+WEIGHT_WINDOW_S = 60.0              # X-MBX-USED-WEIGHT-1M describes the current minute
 MAX_REMEMBERED_CLOSES = 1000
+MAX_REMEMBERED_TRADES = 20000
 
 
 class _BoundedReasons(OrderedDict[str, str]):
@@ -35,26 +50,100 @@ class _BoundedReasons(OrderedDict[str, str]):
 
 
 @dataclass
+class IpWeightTracker:
+    """The used weight Binance last reported for this egress IP (every account shares it)."""
+
+    clock: Callable[[], float] = time.monotonic
+    _used: int = 0
+    _seen_at: float = float("-inf")
+
+    def observe(self, headers: Mapping[str, str]) -> None:
+        raw = headers.get("X-MBX-USED-WEIGHT-1M")
+        if raw is None:
+            return
+        try:
+            self._used, self._seen_at = int(raw), self.clock()
+        except ValueError:
+            return
+
+    def used(self) -> int:
+        """The last report, or 0 once its minute has passed."""
+        return self._used if self.clock() - self._seen_at < WEIGHT_WINDOW_S else 0
+
+    def has_room_for(self, weight: int) -> bool:
+        return self.used() + weight <= IP_WEIGHT_LIMIT_1M * IP_WEIGHT_REFRESH_SHARE
+
+    def reset(self) -> None:
+        self._used, self._seen_at = 0, float("-inf")
+
+
+_ip_weight = IpWeightTracker()
+
+
+def ip_weight() -> IpWeightTracker:
+    return _ip_weight
+
+
+@dataclass(frozen=True)
+class IncomeBaseline:
+    since_ms: int          # rows cover this time onwards (a UTC midnight)
+    cut_ms: int            # server time when the read began: rows before it, bookings from it
+    read_at: float         # AccountShared.clock() of the read
+    rows: tuple[dict[str, Any], ...]
+
+
+@dataclass
 class AccountShared:
     clock: Callable[[], float] = time.monotonic
     rate_guard: OrderRateGuard = field(default_factory=OrderRateGuard)
     own_closes: _BoundedReasons = field(default_factory=_BoundedReasons)
-    _income_since_ms: int | None = None
-    _income_at: float = float("-inf")
-    _income_rows: list[dict[str, Any]] = field(default_factory=list)
+    baseline: IncomeBaseline | None = None
+    # userTrades id -> (symbol, time, realised PnL − USDT commission) of fills this system has seen
+    trades: OrderedDict[int, tuple[str, int, Decimal]] = field(default_factory=OrderedDict)
+    income_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    _account_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    _account_answer: tuple[float, Any, set[str]] | None = None
 
-    def cached_income(self, since_ms: int) -> list[dict[str, Any]] | None:
-        """Rows fetched within the TTL that cover ``since_ms`` onwards, else None."""
-        fresh = self.clock() - self._income_at < INCOME_TTL_S
-        if fresh and self._income_since_ms is not None and self._income_since_ms <= since_ms:
-            return self._income_rows
-        return None
+    async def account_info(self, use: str, read: Callable[[], Awaitable[Any]]) -> Any:
+        """The account answer for one ``use`` ("balances" or "positions"), single-flight.
 
-    def store_income(self, since_ms: int, rows: list[dict[str, Any]]) -> None:
-        self._income_since_ms, self._income_at, self._income_rows = since_ms, self.clock(), rows
+        An answer serves each use once and for at most ``ACCOUNT_MEMO_S``: the
+        tick's balance read and positions read share one request, while the
+        next tick (or a second read for the same use) asks the exchange again."""
+        async with self._account_lock:
+            memo = self._account_answer
+            if memo is not None and use not in memo[2] and self.clock() - memo[0] < ACCOUNT_MEMO_S:
+                memo[2].add(use)
+                return memo[1]
+            answer = await read()
+            self._account_answer = (self.clock(), answer, {use})
+            return answer
 
-    def invalidate_income(self) -> None:
-        self._income_at = float("-inf")
+    def forget_account(self) -> None:
+        """Our own order changed the account: the next read goes to the exchange."""
+        self._account_answer = None
+
+    def record_trades(self, rows: Iterable[Mapping[str, Any]]) -> None:
+        """Fills of our own orders and of round trips we booked: they move the daily PnL at once."""
+        for row in rows:
+            self.trades[int(row["id"])] = (str(row.get("symbol")), int(row.get("time", 0)), trade_pnl(row))
+        while len(self.trades) > MAX_REMEMBERED_TRADES:
+            self.trades.popitem(last=False)
+
+    def baseline_age(self) -> float:
+        return float("inf") if self.baseline is None else self.clock() - self.baseline.read_at
+
+    def daily_pnl(self, symbol: str, since_ms: int) -> Decimal:
+        """Income rows before the baseline's cut plus the fills we saw from the cut on (never both)."""
+        baseline = self.baseline
+        assert baseline is not None
+        from_income = income_pnl(baseline.rows, symbol, since_ms, baseline.cut_ms)
+        from_trades = sum(
+            (pnl for traded_symbol, time_ms, pnl in self.trades.values()
+             if traded_symbol == symbol and time_ms >= max(since_ms, baseline.cut_ms)),
+            Decimal(0),
+        )
+        return from_income + from_trades
 
 
 _accounts: dict[str, AccountShared] = {}

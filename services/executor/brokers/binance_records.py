@@ -28,17 +28,19 @@ def dec(payload: Mapping[str, Any], key: str) -> Decimal:
     return value
 
 
-def parse_position(rows: Iterable[Mapping[str, Any]], symbol: str, fallback_leverage: int) -> ExchangePosition | None:
-    """positionRisk v3 rows -> the one-way position of ``symbol``, or None when flat."""
+def _one_way_row(rows: Iterable[Mapping[str, Any]], symbol: str) -> Mapping[str, Any] | None:
     open_rows = [row for row in rows if row.get("symbol") == symbol and dec(row, "positionAmt") != 0]
     if not open_rows:
         return None
     if len(open_rows) > 1 or open_rows[0].get("positionSide", "BOTH") != "BOTH":
         raise FailedPrecondition(f"{symbol} has hedge-mode positions; this bot trades one-way positions only")
-    row = open_rows[0]
+    return open_rows[0]
+
+
+def _position(row: Mapping[str, Any], symbol: str, entry: Decimal, mark: Decimal, unrealized: Decimal,
+              initial_margin: Decimal, fallback_leverage: int) -> ExchangePosition:
     amount = dec(row, "positionAmt")
     notional = abs(dec(row, "notional"))
-    initial_margin = dec(row, "positionInitialMargin")
     # v3 dropped the leverage field; notional / initial margin gives it back.
     leverage = int((notional / initial_margin).to_integral_value()) if initial_margin > 0 else fallback_leverage
     isolated_wallet = dec(row, "isolatedWallet") if "isolatedWallet" in row else Decimal(0)
@@ -46,24 +48,69 @@ def parse_position(rows: Iterable[Mapping[str, Any]], symbol: str, fallback_leve
         symbol=symbol,
         side="LONG" if amount > 0 else "SHORT",
         quantity=abs(amount),
-        entry_price=dec(row, "entryPrice"),
-        mark_price=dec(row, "markPrice"),
-        unrealized_pnl=dec(row, "unRealizedProfit"),
+        entry_price=entry,
+        mark_price=mark,
+        unrealized_pnl=unrealized,
         leverage=leverage,
         margin=isolated_wallet if isolated_wallet > 0 else initial_margin,
     )
 
 
-def parse_positions(rows: Iterable[Mapping[str, Any]], fallback_leverage: Mapping[str, int]) -> dict[str, ExchangePosition]:
-    """positionRisk v3 rows of the whole account -> the open one-way position of each symbol."""
+def parse_position(rows: Iterable[Mapping[str, Any]], symbol: str, fallback_leverage: int) -> ExchangePosition | None:
+    """positionRisk v3 rows -> the one-way position of ``symbol``, or None when flat."""
+    row = _one_way_row(rows, symbol)
+    if row is None:
+        return None
+    return _position(row, symbol, dec(row, "entryPrice"), dec(row, "markPrice"), dec(row, "unRealizedProfit"),
+                     dec(row, "positionInitialMargin"), fallback_leverage)
+
+
+def account_rows(answer: Any) -> tuple[list[Mapping[str, Any]], list[Mapping[str, Any]]]:
+    """``/fapi/v3/account`` -> (assets, positions), or Unavailable when the shape is wrong."""
+    if not isinstance(answer, Mapping):
+        raise Unavailable("Binance account answer is not an object")
+    assets, positions = answer.get("assets"), answer.get("positions")
+    if not isinstance(assets, list) or not isinstance(positions, list):
+        raise Unavailable("Binance account answer lacks its assets or positions")
+    return assets, positions
+
+
+def parse_account_positions(rows: Iterable[Mapping[str, Any]],
+                            fallback_leverage: Mapping[str, int]) -> dict[str, ExchangePosition]:
+    """``/fapi/v3/account`` position rows -> the open one-way position of each symbol.
+
+    These rows carry no entry or mark price; both follow exactly from what they
+    do carry (signed amount and notional, unrealised PnL):
+    mark = notional / amount and entry = (notional − unrealised PnL) / amount,
+    since notional = amount × mark and unrealised PnL = amount × (mark − entry).
+    """
     listed = list(rows)
-    symbols = {str(row.get("symbol")) for row in listed if row.get("symbol")}
     positions: dict[str, ExchangePosition] = {}
-    for symbol in sorted(symbols):
-        position = parse_position(listed, symbol, fallback_leverage.get(symbol, 1))
-        if position is not None:
-            positions[symbol] = position
+    for symbol in sorted({str(row.get("symbol")) for row in listed if row.get("symbol")}):
+        row = _one_way_row(listed, symbol)
+        if row is None:
+            continue
+        amount, notional, unrealized = dec(row, "positionAmt"), dec(row, "notional"), dec(row, "unrealizedProfit")
+        positions[symbol] = _position(row, symbol, entry=(notional - unrealized) / amount, mark=notional / amount,
+                                      unrealized=unrealized, initial_margin=dec(row, "initialMargin"),
+                                      fallback_leverage=fallback_leverage.get(symbol, 1))
     return positions
+
+
+def income_pnl(rows: Iterable[Mapping[str, Any]], symbol: str, since_ms: int, before_ms: int) -> Decimal:
+    """Realised PnL plus commissions of ``symbol`` in income rows stamped in [since, before)."""
+    return sum(
+        (dec(r, "income") for r in rows
+         if r.get("symbol") == symbol and r.get("incomeType") in ("REALIZED_PNL", "COMMISSION")
+         and r.get("asset", QUOTE_ASSET) == QUOTE_ASSET and since_ms <= int(r.get("time", 0)) < before_ms),
+        Decimal(0),
+    )
+
+
+def trade_pnl(trade: Mapping[str, Any]) -> Decimal:
+    """What one userTrades fill adds to the income history: its realised PnL minus a USDT commission."""
+    fee = abs(dec(trade, "commission")) if trade.get("commissionAsset", QUOTE_ASSET) == QUOTE_ASSET else Decimal(0)
+    return dec(trade, "realizedPnl") - fee
 
 
 def usdt_fee(trades: Iterable[Mapping[str, Any]]) -> Decimal:
