@@ -16,10 +16,17 @@ kept is paid once.
   asks one more for the open candle: 301 -> 2). Per distinct symbol:
   exchangeInfo (1) and the price (1).
 * Executor side, per distinct live/testnet exchange connection: one account
-  read (position and balance, weight 5), shared by that user's bots. Per bot
-  with an open position on such a connection: its protective-order audit
-  (weight 1). Paper connections cost nothing. Orders carry no IP weight
-  (they count against the per-account order limits, which the executor keeps).
+  read (``GET /fapi/v3/account``: balances and every position in one answer,
+  weight 5), shared by that user's bots. Per bot with an open position on
+  such a connection: its protective-order audit (weight 1). Paper connections
+  cost nothing. Orders carry no IP weight (they count against the per-account
+  order limits, which the executor keeps).
+* Not planned per tick: the income-history refresh behind the daily-loss rule
+  (weight 30 per account). The executor keeps today's realised PnL from the
+  fills it books itself and refreshes the income baseline at most every 30
+  minutes per account, only while Binance's reported used weight leaves room
+  (see services/executor/brokers/binance_account.py), i.e. in the headroom
+  between this budget and 2,400, so it is not a per-tick cost.
 """
 
 from __future__ import annotations
@@ -33,8 +40,8 @@ from services.gateway.documents import BotDocument
 DEFAULT_WEIGHT_BUDGET = 1920  # 80 % of Binance's 2400 per IP per minute: headroom for retries and other clients
 EXCHANGE_INFO_WEIGHT = 1
 PRICE_WEIGHT = 1
-ACCOUNT_READ_WEIGHT = 5
-POSITION_CHECK_WEIGHT = 1
+ACCOUNT_READ_WEIGHT = 5        # GET /fapi/v3/account: balances + positions of one account
+POSITION_CHECK_WEIGHT = 1      # GET /fapi/v1/openAlgoOrders?symbol=: the protective-order audit
 LIVE_MODES = ("live", "testnet")
 
 

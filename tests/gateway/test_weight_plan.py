@@ -9,6 +9,7 @@ from services.gateway.documents import parse_bot
 from services.gateway.weight_plan import (
     ACCOUNT_READ_WEIGHT,
     DEFAULT_WEIGHT_BUDGET,
+    POSITION_CHECK_WEIGHT,
     BotWeightInput,
     klines_weight,
     plan_weight,
@@ -40,8 +41,9 @@ def test_klines_table_matches_the_market_service():
 
 def test_thousand_bots_on_two_hundred_live_accounts_fit_the_default_budget():
     plan = plan_weight(population(1000, 200), DEFAULT_WEIGHT_BUDGET, LIMIT)
-    # 50 (symbol, 5m): klines 2 + exchangeInfo 1 + price 1 = 200; 200 accounts x 5 = 1000; 250 positions x 1
-    assert plan.needed == 50 * 4 + 200 * ACCOUNT_READ_WEIGHT + 250
+    # 50 (symbol, 5m): klines 2 + exchangeInfo 1 + price 1 = 200; 200 accounts x one /fapi/v3/account
+    # read (5) = 1000; 250 positions x their protective-order audit (1) = 250. Income refreshes are not per tick.
+    assert plan.needed == 50 * 4 + 200 * ACCOUNT_READ_WEIGHT + 250 * POSITION_CHECK_WEIGHT == 1450
     assert plan.deferred == [] and len(plan.kept) == 1000
     assert plan.planned == plan.needed <= DEFAULT_WEIGHT_BUDGET
 
