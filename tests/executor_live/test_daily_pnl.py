@@ -15,7 +15,7 @@ import pytest
 from services.common.errors import Unavailable
 from services.executor.brokers.base import EntryOrder
 from services.executor.brokers.binance import BinanceFuturesBroker
-from services.executor.brokers.binance_account import ip_weight
+from services.executor.brokers.binance_account import AccountShared, IncomeBaseline, ip_weight
 from tests.fakes.binance_futures import FakeBinanceFutures
 
 INCOME = "/fapi/v1/income"
@@ -107,3 +107,19 @@ async def test_a_failed_refresh_keeps_the_baseline_until_two_hours_then_the_dail
     now[0] += 80 * MINUTE   # past 2 hours and still unreadable: unknown, so the cycle opens nothing
     with pytest.raises(Unavailable, match="daily realised PnL unknown"):
         await broker.realized_pnl_since("BTCUSDT", 0)
+
+
+def test_our_fills_count_once_whether_or_not_the_income_history_holds_them_yet() -> None:
+    shared = AccountShared(clock=lambda: 0.0)
+    fill = {"id": 7, "symbol": "BTCUSDT", "time": 2000, "realizedPnl": "-16", "commission": "0.242",
+            "commissionAsset": "USDT"}
+    shared.record_trades([fill])
+    income = [{"symbol": "BTCUSDT", "incomeType": "REALIZED_PNL", "income": "-16", "asset": "USDT", "time": 2000,
+               "tradeId": "7"},
+              {"symbol": "BTCUSDT", "incomeType": "COMMISSION", "income": "-0.242", "asset": "USDT", "time": 2000,
+               "tradeId": "7"}]
+    shared.baseline = IncomeBaseline.of(0, 0.0, income)          # the income history holds fill 7
+    assert shared.daily_pnl("BTCUSDT", 0) == Decimal("-16.242")
+    shared.baseline = IncomeBaseline.of(0, 0.0, [])              # not indexed yet at read time
+    assert shared.daily_pnl("BTCUSDT", 0) == Decimal("-16.242")
+    assert shared.daily_pnl("BTCUSDT", 2001) == 0                # before the day began: not today's

@@ -539,9 +539,8 @@ class BinanceFuturesBroker:
             due = shared.baseline_age() >= INCOME_TTL_S
             if must or (due and ip_weight().has_room_for(INCOME_READ_WEIGHT)):
                 try:
-                    cut_ms = self._server_now_ms()
                     rows = await self._income_since(since_ms)
-                    shared.baseline = IncomeBaseline(since_ms, cut_ms, shared.clock(), tuple(rows))
+                    shared.baseline = IncomeBaseline.of(since_ms, shared.clock(), rows)
                 except TradebotError as error:
                     if must:
                         raise Unavailable(f"daily realised PnL unknown (income history unreadable: {error.message}); "

@@ -7,9 +7,11 @@ Keyed by a hash of (futures root, API key), never the key itself:
   with the per-tick ``AccountCache`` that is ONE request (weight 5) per
   account per tick, for all of the account's bots;
 * the daily realised PnL: an income baseline (``/fapi/v1/income``, weight 30,
-  every symbol of the account) plus the fills this system saw itself since
-  that read (its own entries and closes, and the round trips it booked). The baseline is refreshed at most every ``INCOME_TTL_S``
-  (30 min), and only while the process-wide IP weight has room; past
+  every symbol of the account) plus the fills this system saw itself (its
+  own entries and closes, and the round trips it booked) that the baseline
+  does not hold yet, matched by trade id so nothing counts twice. The
+  baseline is read at start-up, then at most every ``INCOME_TTL_S`` (30 min)
+  per account, and only while the process-wide IP weight has room; past
   ``INCOME_HARD_MAX_S`` (2 h) the refresh is forced, and if it fails the
   daily PnL is unknown (``Unavailable``: the cycle opens nothing).
   Staleness: only trades made *outside* this system can be missing, normally
@@ -87,9 +89,14 @@ def ip_weight() -> IpWeightTracker:
 @dataclass(frozen=True)
 class IncomeBaseline:
     since_ms: int          # rows cover this time onwards (a UTC midnight)
-    cut_ms: int            # server time when the read began: rows before it, bookings from it
     read_at: float         # AccountShared.clock() of the read
     rows: tuple[dict[str, Any], ...]
+    trade_ids: frozenset[str] = frozenset()   # userTrades ids the rows already account for
+
+    @classmethod
+    def of(cls, since_ms: int, read_at: float, rows: Iterable[dict[str, Any]]) -> IncomeBaseline:
+        listed = tuple(rows)
+        return cls(since_ms, read_at, listed, frozenset(str(r["tradeId"]) for r in listed if r.get("tradeId")))
 
 
 @dataclass
@@ -134,13 +141,13 @@ class AccountShared:
         return float("inf") if self.baseline is None else self.clock() - self.baseline.read_at
 
     def daily_pnl(self, symbol: str, since_ms: int) -> Decimal:
-        """Income rows before the baseline's cut plus the fills we saw from the cut on (never both)."""
+        """The baseline's income rows plus the fills we saw that they do not hold yet (matched by trade id)."""
         baseline = self.baseline
         assert baseline is not None
-        from_income = income_pnl(baseline.rows, symbol, since_ms, baseline.cut_ms)
+        from_income = income_pnl(baseline.rows, symbol, since_ms)
         from_trades = sum(
-            (pnl for traded_symbol, time_ms, pnl in self.trades.values()
-             if traded_symbol == symbol and time_ms >= max(since_ms, baseline.cut_ms)),
+            (pnl for trade_id, (traded_symbol, time_ms, pnl) in self.trades.items()
+             if traded_symbol == symbol and time_ms >= since_ms and str(trade_id) not in baseline.trade_ids),
             Decimal(0),
         )
         return from_income + from_trades

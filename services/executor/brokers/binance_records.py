@@ -97,12 +97,12 @@ def parse_account_positions(rows: Iterable[Mapping[str, Any]],
     return positions
 
 
-def income_pnl(rows: Iterable[Mapping[str, Any]], symbol: str, since_ms: int, before_ms: int) -> Decimal:
-    """Realised PnL plus commissions of ``symbol`` in income rows stamped in [since, before)."""
+def income_pnl(rows: Iterable[Mapping[str, Any]], symbol: str, since_ms: int) -> Decimal:
+    """Realised PnL plus USDT commissions of ``symbol`` in income rows stamped from ``since_ms`` on."""
     return sum(
         (dec(r, "income") for r in rows
          if r.get("symbol") == symbol and r.get("incomeType") in ("REALIZED_PNL", "COMMISSION")
-         and r.get("asset", QUOTE_ASSET) == QUOTE_ASSET and since_ms <= int(r.get("time", 0)) < before_ms),
+         and r.get("asset", QUOTE_ASSET) == QUOTE_ASSET and int(r.get("time", 0)) >= since_ms),
         Decimal(0),
     )
 
