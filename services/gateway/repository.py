@@ -22,6 +22,7 @@ from pymongo import AsyncMongoClient, UpdateOne
 from pymongo.errors import BulkWriteError, ConnectionFailure, PyMongoError
 
 from services.gateway.documents import BOT_PROJECTION
+from services.gateway.weight_plan import LIVE_MODES
 
 log = logging.getLogger(__name__)
 
@@ -104,12 +105,18 @@ class BotRepository:
         return ClaimedBots(claimed, in_progress)
 
     async def connection_modes(self, user_ids: Sequence[Any]) -> list[dict[str, Any]]:
-        """The exchange connections of these users, in one query, without any secret field."""
+        """The ACTIVE live/testnet exchange connections of these users, in one query, without any secret.
+
+        Only those cost exchange weight. The mode and isActive conditions come first
+        so a matcher that evaluates in order (the embedded mongoeco) skips paper
+        connections before the $in over every user; MongoDB uses its indexes.
+        """
         if not user_ids:
             return []
         owners = [*user_ids, *(str(user_id) for user_id in user_ids)]  # the app may store either form
+        query = {"mode": {"$in": list(LIVE_MODES)}, "isActive": True, "userId": {"$in": owners}}
         try:
-            return await self._db[CONNECTIONS].find({"userId": {"$in": owners}}, CONNECTION_PROJECTION).to_list()
+            return await self._db[CONNECTIONS].find(query, CONNECTION_PROJECTION).to_list()
         except PyMongoError as error:
             raise DatabaseUnavailable(type(error).__name__) from error
 

@@ -38,7 +38,7 @@ from services.gateway.repository import BotRepository, BotUpdate, DatabaseUnavai
 from services.gateway.results import BotResult, BotStatus
 from services.gateway.settings import GatewaySettings
 from services.gateway.slots import PrioritySlots
-from services.gateway.weight_plan import DEFAULT_WEIGHT_BUDGET, WeightPlan, plan_weight, weight_input
+from services.gateway.weight_plan import DEFAULT_WEIGHT_BUDGET, WeightPlan, plan_weight, weight_inputs
 
 log = logging.getLogger(__name__)
 
@@ -199,7 +199,7 @@ class _Tick:
             log.warning("exchange connections unreadable; planning every bot as live", exc_info=error)
             connections = None
         plan = plan_weight(
-            [weight_input(bot, connections) for bot in bots], self.config.weight_budget, self.config.candle_limit
+            weight_inputs(bots, connections), self.config.weight_budget, self.config.candle_limit
         )
         self.weight_plan = plan
         log.info("weight plan", extra={"needed": plan.needed, "planned": plan.planned, "budget": plan.budget})

@@ -133,26 +133,44 @@ class _Tally:
             self.accounts.add(bot.account)
 
 
-def weight_input(bot: BotDocument, connections: Sequence[dict[str, Any]] | None) -> BotWeightInput:
-    """What the planner needs of a bot; ``connections`` are the users' ``exchangeconnections``
-    (non-secret fields), None when they could not be read."""
-    return BotWeightInput(
-        key=bot.instance_id,
-        symbol=bot.symbol,
-        interval=bot.config.interval,
-        account=weighed_account(bot, connections),
-        has_position=bot.position is not None,
-        order_key=str(bot.instance_id),
-    )
+def weight_inputs(bots: Sequence[BotDocument], connections: Sequence[dict[str, Any]] | None) -> list[BotWeightInput]:
+    """What the planner needs of each bot; ``connections`` are the users' ``exchangeconnections``
+    (non-secret fields; the repository reads only the active live/testnet ones), None when they
+    could not be read. Indexed by user once, so this is linear in bots + connections."""
+    by_user: dict[str, list[dict[str, Any]]] | None = None
+    if connections is not None:
+        by_user = {}
+        for doc in connections:
+            by_user.setdefault(str(doc.get("userId")), []).append(doc)
+    return [
+        BotWeightInput(
+            key=bot.instance_id,
+            symbol=bot.symbol,
+            interval=bot.config.interval,
+            account=_resolve(bot, None if by_user is None else by_user.get(str(bot.user_id), [])),
+            has_position=bot.position is not None,
+            order_key=str(bot.instance_id),
+        )
+        for bot in bots
+    ]
 
 
 def weighed_account(bot: BotDocument, connections: Sequence[dict[str, Any]] | None) -> Hashable | None:
     """The live/testnet connection this bot's executor cycle will read, resolved as the executor
     does (``exchangeConnectionId``, else the user's single active one); None when it costs no
-    exchange weight (paper, or a connection the executor will refuse before any exchange call)."""
-    if connections is None:  # unknown: assume the worst, a live account per connection (or per user)
+    exchange weight (paper, or a connection the executor will refuse before any exchange call).
+
+    Given only the active live/testnet connections (what the repository reads), a user with an
+    active paper AND an active live connection and no ``exchangeConnectionId`` is planned as live:
+    the executor refuses that bot as ambiguous, so the plan over-estimates, never under."""
+    if connections is None:
+        return _resolve(bot, None)
+    return _resolve(bot, [doc for doc in connections if str(doc.get("userId")) == str(bot.user_id)])
+
+
+def _resolve(bot: BotDocument, owned: Sequence[dict[str, Any]] | None) -> Hashable | None:
+    if owned is None:  # unknown: assume the worst, a live account per connection (or per user)
         return bot.exchange_connection_id or ("user", bot.user_id)
-    owned = [doc for doc in connections if str(doc.get("userId")) == str(bot.user_id)]
     if bot.exchange_connection_id is not None:
         chosen = [doc for doc in owned if doc.get("_id") == bot.exchange_connection_id and doc.get("isActive")]
     else:

@@ -59,6 +59,9 @@ async def test_over_budget_bots_with_positions_go_first_and_the_rest_are_skipped
         # One read of the connections, for these users, without the credentials.
         [connections_find] = [cmd for cmd in gateway.mongo.bodies if cmd.get("find") == "exchangeconnections"]
         assert connections_find["projection"] == {"_id": 1, "userId": 1, "mode": 1, "isActive": 1}
+        # Only what costs weight: active live/testnet connections (paper ones never reach the $in).
+        assert connections_find["filter"]["mode"] == {"$in": ["live", "testnet"]}
+        assert connections_find["filter"]["isActive"] is True
 
 
 async def test_positions_are_kept_before_entries_when_not_everyone_fits(gateway_factory):

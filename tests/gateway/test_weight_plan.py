@@ -14,6 +14,7 @@ from services.gateway.weight_plan import (
     klines_weight,
     plan_weight,
     weighed_account,
+    weight_inputs,
 )
 from services.market.weight import klines_weight as market_klines_weight
 
@@ -114,3 +115,17 @@ def test_connections_resolve_like_the_executor():
     assert weighed_account(_bot(ObjectId(), live), connections) is None  # another user's connection
     # Unreadable connections: every bot is planned as live on an account of its own.
     assert weighed_account(_bot(user), None) == ("user", user)
+
+
+def test_indexed_inputs_resolve_exactly_like_the_per_bot_rule():
+    users = [ObjectId() for _ in range(3)]
+    connections = [
+        {"_id": ObjectId(), "userId": users[0], "mode": "live", "isActive": True},
+        {"_id": ObjectId(), "userId": str(users[1]), "mode": "testnet", "isActive": True},
+        {"_id": ObjectId(), "userId": users[1], "mode": "live", "isActive": True},   # two active: ambiguous
+    ]
+    bots = [_bot(user) for user in users] + [_bot(users[1], connections[1]["_id"])]
+    inputs = weight_inputs(bots, connections)
+    assert [item.account for item in inputs] == [weighed_account(bot, connections) for bot in bots]
+    assert [item.account for item in inputs] == [connections[0]["_id"], None, None, connections[1]["_id"]]
+    assert [item.account for item in weight_inputs(bots, None)] == [weighed_account(bot, None) for bot in bots]
