@@ -11,14 +11,14 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from bson import ObjectId
 
 from services.cli.errors import USAGE, CliError
-from services.gateway.documents import MAX_PRICE_DISTANCE_PERCENT, MIN_PRICE_DISTANCE_PERCENT
+from services.gateway.documents import MAX_PRICE_DISTANCE_PERCENT, MIN_PRICE_DISTANCE_PERCENT, new_bot_document
 
 # Mirrors services/strategy/strategies (bot_id -> name); only the default botName.
 PRESET_NAMES = {1: "Bitcoin Pro", 2: "Safe Trader", 3: "Trend Rider", 4: "Range Scalper"}
@@ -138,7 +138,7 @@ def build_config(overrides: dict[str, Any]) -> dict[str, Any]:
     return config
 
 
-def new_bot_document(
+def bot_document_for_preset(
     *,
     user_id: ObjectId,
     preset: int,
@@ -148,31 +148,15 @@ def new_bot_document(
     exchange_connection_id: ObjectId | None = None,
     now: datetime | None = None,
 ) -> dict[str, Any]:
-    created = now or datetime.now(UTC)
-    document: dict[str, Any] = {
-        "userId": user_id,
-        "botId": preset,
-        "botName": (name or PRESET_NAMES[preset]).strip(),
-        "symbol": symbol,
-        "status": "ACTIVE",
-        "config": config,
-        "currentPosition": None,
-        "lastAnalysis": None,
-        "statistics": {
-            "totalTrades": 0,
-            "winningTrades": 0,
-            "losingTrades": 0,
-            "totalProfit": 0,
-            "totalLoss": 0,
-            "winRate": 0,
-            "avgProfit": 0,
-            "consecutiveLosses": 0,
-        },
-        "createdAt": created,
-        "updatedAt": created,
-    }
-    if exchange_connection_id is not None:
-        document["exchangeConnectionId"] = exchange_connection_id
+    document = new_bot_document(
+        user_id=user_id,
+        bot_id=preset,
+        bot_name=(name or PRESET_NAMES[preset]).strip(),
+        symbol=symbol,
+        config=config,
+        exchange_connection_id=exchange_connection_id,
+        now=now,
+    )
     if not document["botName"]:
         raise CliError("--name must not be empty", USAGE)
     return document

@@ -12,7 +12,7 @@ from pymongo.database import Database
 from services.cli.bot_config import (
     DEFAULT_CONFIG,
     build_config,
-    new_bot_document,
+    bot_document_for_preset,
     parse_config_json,
     validate_preset,
     validate_symbol,
@@ -78,7 +78,7 @@ def bot_create(args: argparse.Namespace) -> int:
             connection = db.exchangeconnections.find_one({"_id": connection_id}, {"userId": 1})
             if connection is None or str(connection.get("userId")) != str(user_id):
                 raise CliError(f"no exchange connection {connection_id} for user {user_id}")
-        document = new_bot_document(
+        document = bot_document_for_preset(
             user_id=user_id,
             preset=preset,
             symbol=symbol,

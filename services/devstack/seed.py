@@ -13,6 +13,8 @@ from typing import Any
 from bson import ObjectId
 from pymongo.database import Database
 
+from services.gateway.documents import new_bot_document
+
 DEMO_EMAIL = "demo@tradebot.local"
 
 
@@ -36,19 +38,6 @@ PRESET_BOTS = (
 )  # fmt: skip
 
 
-def empty_statistics() -> dict[str, Any]:
-    return {
-        "totalTrades": 0,
-        "winningTrades": 0,
-        "losingTrades": 0,
-        "totalProfit": 0,
-        "totalLoss": 0,
-        "winRate": 0,
-        "avgProfit": 0,
-        "consecutiveLosses": 0,
-    }
-
-
 def bot_document(
     user_id: ObjectId,
     preset: PresetBot = PRESET_BOTS[0],
@@ -60,24 +49,16 @@ def bot_document(
     **fields: Any,
 ) -> dict[str, Any]:
     """A ``botinstances`` document exactly in the seed's BotInstance shape."""
-    now = datetime.now(UTC)
-    return {
-        "_id": ObjectId(),
-        "userId": user_id,
-        "botId": preset.bot_id,
-        "botName": name or preset.name,
-        "symbol": symbol or preset.symbol,
-        "status": status,
-        "config": {**preset.config, "interval": "5m", "confidenceThreshold": 70, "maxConsecutiveLosses": 3,
-                   **(config or {})},
-        "currentPosition": None,
-        "lastAnalysis": None,
-        "statistics": empty_statistics(),
-        "lastError": None,
-        "createdAt": now,
-        "updatedAt": now,
-        **fields,
-    }  # fmt: skip
+    document = new_bot_document(
+        user_id=user_id,
+        bot_id=preset.bot_id,
+        bot_name=name or preset.name,
+        symbol=symbol or preset.symbol,
+        config={**preset.config, "interval": "5m", "confidenceThreshold": 70, "maxConsecutiveLosses": 3,
+                **(config or {})},
+        status=status,
+    )
+    return {"_id": ObjectId(), **document, **fields}
 
 
 def user_document(email: str = DEMO_EMAIL, name: str = "Demo Trader") -> dict[str, Any]:

@@ -34,6 +34,52 @@ _PARAM_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 _SYMBOL = re.compile(r"^[A-Z0-9]{2,20}(USDT|USDC)$")
 
 # The fields a tick reads: lastAnalysis and anything the app adds stay in the database.
+def empty_statistics() -> dict[str, Any]:
+    """A new bot's ``statistics``: the seed's fields plus ``consecutiveLosses``."""
+    return {
+        "totalTrades": 0,
+        "winningTrades": 0,
+        "losingTrades": 0,
+        "totalProfit": 0,
+        "totalLoss": 0,
+        "winRate": 0,
+        "avgProfit": 0,
+        "consecutiveLosses": 0,
+    }
+
+
+def new_bot_document(
+    *,
+    user_id: ObjectId,
+    bot_id: int,
+    bot_name: str,
+    symbol: str,
+    config: dict[str, Any],
+    status: str = "ACTIVE",
+    exchange_connection_id: ObjectId | None = None,
+    now: datetime | None = None,
+) -> dict[str, Any]:
+    """A ``botinstances`` document exactly in the seed's BotInstance shape (what every writer creates)."""
+    created = now or datetime.now(UTC)
+    document: dict[str, Any] = {
+        "userId": user_id,
+        "botId": bot_id,
+        "botName": bot_name,
+        "symbol": symbol,
+        "status": status,
+        "config": config,
+        "currentPosition": None,
+        "lastAnalysis": None,
+        "statistics": empty_statistics(),
+        "lastError": None,
+        "createdAt": created,
+        "updatedAt": created,
+    }
+    if exchange_connection_id is not None:
+        document["exchangeConnectionId"] = exchange_connection_id
+    return document
+
+
 BOT_PROJECTION: dict[str, int] = {
     "_id": 1,
     "userId": 1,

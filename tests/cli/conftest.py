@@ -14,7 +14,7 @@ from bson import ObjectId
 from pymongo import MongoClient
 from pymongo.database import Database
 
-from services.cli.bot_config import build_config, new_bot_document
+from services.cli.bot_config import build_config, bot_document_for_preset
 from tests.support.processes import REPO_ROOT
 
 _SCRIPT = Path(sys.executable).parent / "tradebot"
@@ -73,6 +73,6 @@ def user_id(db: Database) -> ObjectId:
 
 
 def insert_bot(db: Database, user_id: ObjectId, preset: int = 1, symbol: str = "BTCUSDT", **fields: object) -> ObjectId:
-    document = new_bot_document(user_id=user_id, preset=preset, symbol=symbol, config=build_config({}))
+    document = bot_document_for_preset(user_id=user_id, preset=preset, symbol=symbol, config=build_config({}))
     document.update(fields)
     return db.botinstances.insert_one(document).inserted_id
