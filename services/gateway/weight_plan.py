@@ -35,26 +35,14 @@ from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from services.common.binance_weights import EXCHANGE_INFO_WEIGHT, klines_weight
+from services.common.binance_weights import MARK_PRICE_WEIGHT_ONE_SYMBOL as PRICE_WEIGHT
 from services.gateway.documents import BotDocument
 
 DEFAULT_WEIGHT_BUDGET = 1920  # 80 % of Binance's 2400 per IP per minute: headroom for retries and other clients
-EXCHANGE_INFO_WEIGHT = 1
-PRICE_WEIGHT = 1
 ACCOUNT_READ_WEIGHT = 5        # GET /fapi/v3/account: balances + positions of one account
 POSITION_CHECK_WEIGHT = 1      # GET /fapi/v1/openAlgoOrders?symbol=: the protective-order audit
 LIVE_MODES = ("live", "testnet")
-
-
-def klines_weight(limit: int) -> int:
-    """GET /fapi/v1/klines weight by LIMIT (same table as services/market/weight.py, which the
-    gateway image does not ship): [1,100) 1, [100,500) 2, [500,1000] 5, > 1000 10."""
-    if limit < 100:
-        return 1
-    if limit < 500:
-        return 2
-    if limit <= 1000:
-        return 5
-    return 10
 
 
 @dataclass(frozen=True)

@@ -15,25 +15,16 @@ import time
 from collections.abc import Callable
 
 from services.common import metrics
+from services.common.binance_weights import (  # noqa: F401 - re-exported for the market's modules
+    EXCHANGE_INFO_WEIGHT,
+    MARK_PRICE_WEIGHT_ALL_SYMBOLS,
+    MARK_PRICE_WEIGHT_ONE_SYMBOL,
+    klines_weight,
+)
 from services.common.errors import ResourceExhausted
 
 WEIGHT_HEADER = "X-MBX-USED-WEIGHT-1M"
 _WINDOW_SECONDS = 60.0
-
-EXCHANGE_INFO_WEIGHT = 1
-MARK_PRICE_WEIGHT_ONE_SYMBOL = 1
-MARK_PRICE_WEIGHT_ALL_SYMBOLS = 10
-
-
-def klines_weight(limit: int) -> int:
-    """GET /fapi/v1/klines weight by LIMIT: [1,100) 1, [100,500) 2, [500,1000] 5, > 1000 10."""
-    if limit < 100:
-        return 1
-    if limit < 500:
-        return 2
-    if limit <= 1000:
-        return 5
-    return 10
 
 
 class WeightBudget:

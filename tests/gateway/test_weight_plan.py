@@ -16,7 +16,6 @@ from services.gateway.weight_plan import (
     weighed_account,
     weight_inputs,
 )
-from services.market.weight import klines_weight as market_klines_weight
 
 LIMIT = 300  # TICK_CANDLE_LIMIT default: the market asks 301 -> weight 2
 
@@ -33,11 +32,6 @@ def population(bots: int, accounts: int, symbols: int = 50, with_position_every:
         )
         for index in range(bots)
     ]
-
-
-def test_klines_table_matches_the_market_service():
-    for limit in (1, 99, 100, 301, 499, 500, 1000, 1001, 1500):
-        assert klines_weight(limit) == market_klines_weight(limit)
 
 
 def test_thousand_bots_on_two_hundred_live_accounts_fit_the_default_budget():
