@@ -90,9 +90,10 @@ def _kill_when_claimed(db, bot, mongo):
         while time.monotonic() < deadline:
             try:
                 if db.botinstances.find_one({"_id": bot, "lockOwner": {"$exists": True}}):
-                    # Past the claim's read-back (a death inside the claim is a 503, case 1); the tick is
-                    # now waiting on the hung strategy until the deadline's write reserve.
-                    time.sleep(0.7)
+                    # Past the claim's read-back (milliseconds after update_many; a death inside the
+                    # claim is a 503, case 1) and before the writes: the hung strategy's channel never
+                    # becomes ready, so the tick may reach its writes about 1 s after the claim.
+                    time.sleep(0.25)
                     mongo.kill()
                     return
             except Exception:  # noqa: BLE001 (the database is the thing being broken)
