@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextvars
 import json
 import logging
+import os
 import sys
 import threading
 from datetime import UTC, datetime
@@ -74,7 +75,11 @@ class JsonFormatter(logging.Formatter):
         return redact(json.dumps(entry, default=str))
 
 
-def configure_logging(service: str, level: str = "INFO") -> None:
+def configure_logging(service: str, level: str | None = None) -> None:
+    """JSON lines on stdout at ``level``, else ``LOG_LEVEL`` from the environment (default INFO)."""
+    level = level or os.environ.get("LOG_LEVEL", "INFO").strip() or "INFO"
+    if level.upper() not in logging.getLevelNamesMapping():
+        raise ValueError(f"LOG_LEVEL must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL, got {level!r}")
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(JsonFormatter(service))
     root = logging.getLogger()

@@ -9,13 +9,13 @@ from pymongo.uri_parser import parse_uri
 
 from services.common.jsonlog import configure_logging, register_secret
 from services.common.metrics import start_metrics_server
-from services.common.settings import SettingsError, env_str
+from services.common.settings import SettingsError
 from services.gateway.app import create_app
 from services.gateway.settings import GatewaySettings
 
 
 def main() -> None:
-    configure_logging("gateway", env_str("LOG_LEVEL", "INFO"))
+    configure_logging("gateway")  # LOG_LEVEL
     try:
         settings = GatewaySettings.from_env()
     except SettingsError as error:
