@@ -73,3 +73,23 @@ async def paper_connection(db: AsyncDatabase, fernet_key: str) -> tuple[str, str
         db, user_id, "paper", "paper-key-123456", "paper-secret-123456", Fernet(fernet_key.encode())
     )
     return user_id, connection_id
+
+
+@pytest.fixture
+async def live_stub(fake, mongo_uri, mongo_db_name, fernet_key) -> AsyncIterator[executor_pb2_grpc.ExecutorStub]:
+    """A real executor whose testnet connections reach ``fake``: each live test module defines its own
+    ``fake`` (a FakeBinanceFutures with the symbols it needs), and pytest hands that one in here."""
+    settings = ExecutorSettings.from_env({
+        "MONGODB_URI": mongo_uri, "MONGODB_DB": mongo_db_name, "CREDENTIALS_KEYS": fernet_key,
+        "BINANCE_FUTURES_TESTNET_URL": fake.url, "BINANCE_FUTURES_URL": "http://127.0.0.1:9",
+        "BINANCE_SPOT_URL": fake.url,
+    })
+    app = ExecutorApp(settings)
+    service = await start_server([app.binding()], port=0)
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{service.port}")
+    try:
+        yield executor_pb2_grpc.ExecutorStub(channel)
+    finally:
+        await channel.close()
+        await service.stop(0)
+        await app.close()

@@ -17,11 +17,10 @@ import grpc
 import pytest
 from bson import ObjectId
 from cryptography.fernet import Fernet
-from tradebot.v1 import common_pb2, executor_pb2, executor_pb2_grpc
+from tradebot.v1 import common_pb2, executor_pb2
 
 from services.backtest.wiring import SinglePaperBroker, SinglePaperConnection
 from services.common.errors import Unavailable
-from services.common.grpc_server import start_server
 from services.executor.account_cache import AccountCache
 from services.executor.admin import store_connection_async
 from services.executor.brokers.binance_account import INCOME_HARD_MAX_S, shared_state
@@ -29,8 +28,6 @@ from services.executor.brokers.base import ExchangePosition
 from services.executor.brokers.paper import PaperBroker
 from services.executor.brokers.paper_store import MemoryPaperStore
 from services.executor.cycle import CycleRunner
-from services.executor.server import ExecutorApp
-from services.executor.settings import ExecutorSettings
 from tests.executor.builders import request
 from tests.fakes.binance_futures import DEFAULT_SYMBOLS, FakeBinanceFutures, SymbolSpec
 
@@ -55,24 +52,6 @@ async def fake() -> AsyncIterator[FakeBinanceFutures]:
     async with FakeBinanceFutures(api_key=API_KEY, api_secret=API_SECRET, symbols=DEFAULT_SYMBOLS + extra,
                                   mark_prices=dict.fromkeys(EXTRA, Decimal("100"))) as server:
         yield server
-
-
-@pytest.fixture
-async def live_stub(fake, mongo_uri, mongo_db_name, fernet_key) -> AsyncIterator[executor_pb2_grpc.ExecutorStub]:
-    settings = ExecutorSettings.from_env({
-        "MONGODB_URI": mongo_uri, "MONGODB_DB": mongo_db_name, "CREDENTIALS_KEYS": fernet_key,
-        "BINANCE_FUTURES_TESTNET_URL": fake.url, "BINANCE_FUTURES_URL": "http://127.0.0.1:9",
-        "BINANCE_SPOT_URL": fake.url,
-    })
-    app = ExecutorApp(settings)
-    service = await start_server([app.binding()], port=0)
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{service.port}")
-    try:
-        yield executor_pb2_grpc.ExecutorStub(channel)
-    finally:
-        await channel.close()
-        await service.stop(0)
-        await app.close()
 
 
 @pytest.fixture

@@ -38,6 +38,8 @@ from urllib.parse import parse_qsl
 
 from aiohttp import web
 
+from tests.fakes.standalone import serve_until_stopped
+
 TAKER_FEE_RATE = Decimal("0.0005")
 ORDER_LIMIT_10S = 300
 ORDER_LIMIT_1M = 1200
@@ -797,12 +799,7 @@ def _split_signature(raw: str) -> tuple[str, str | None]:
 
 async def _serve(port: int, api_key: str, api_secret: str, balance: Decimal) -> None:
     fake = FakeBinanceFutures(api_key=api_key, api_secret=api_secret, balance=balance, port=port)
-    url = await fake.start()
-    print(f"READY {url}", flush=True)
-    try:
-        await asyncio.Event().wait()
-    finally:
-        await fake.stop()
+    await serve_until_stopped(fake.start, fake.stop)
 
 
 def main() -> None:

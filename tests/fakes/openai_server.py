@@ -41,6 +41,8 @@ from typing import Any
 
 from aiohttp import web
 
+from tests.fakes.standalone import serve_until_stopped
+
 MODES = (
     "success",
     "disagreement",
@@ -220,12 +222,7 @@ class FakeOpenAI:
 
 
 async def _serve(fake: FakeOpenAI) -> None:
-    url = await fake.start()
-    print(f"READY {url}", flush=True)
-    try:
-        await asyncio.Event().wait()
-    finally:
-        await fake.stop()
+    await serve_until_stopped(fake.start, fake.stop)
 
 
 def main() -> None:
