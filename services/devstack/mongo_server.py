@@ -16,29 +16,64 @@ import sys
 from pathlib import Path
 
 
-def skip_id_scan_for_exact_ids(engine_class: type) -> None:
-    """Make single-document inserts O(1) in the collection size for ObjectId/str ids.
+def speed_up_memory_engine(engine_class: type) -> None:
+    """Two O(collection size) paths of mongoeco's memory engine made O(1) for ObjectId/str ids.
 
-    mongoeco's wire ``insert`` command inserts documents one by one, and a
-    one-document insert scans the whole collection for an ``_id`` that is
-    *numerically* equal (1 == 1.0 == Int64(1)) to the new one. For ObjectId and
-    string ids equality is exact, and the storage-key lookup the engine does
-    first already catches every duplicate, so the scan only costs time: it
-    made inserting N TradeLogs O(N²) (4,000 took ~40 s). Numeric ids keep the scan.
+    Both rest on the same fact: for ObjectId and string ``_id`` values equality
+    is exact (no 1 == 1.0 == Int64(1) as for numbers), so the engine's
+    storage-key lookup by ``_id`` is already the whole answer. Numeric ids,
+    and queries with a collation, keep the engine's own paths. Real MongoDB
+    needs neither: its ``_id`` index does this.
     """
+    _skip_id_scan_on_insert(engine_class)
+    _skip_scan_on_id_miss(engine_class)
+
+
+def _exact_id(value: object) -> bool:
     from bson import ObjectId
 
+    return isinstance(value, ObjectId | str)
+
+
+def _skip_id_scan_on_insert(engine_class: type) -> None:
+    """A one-document insert scans the collection for a numerically equal ``_id``.
+
+    mongoeco's wire ``insert`` command inserts documents one by one, so this
+    made inserting N TradeLogs O(N²) (4,000 took ~40 s).
+    """
     original = engine_class._ensure_unique_indexes
-    if getattr(original, "_skips_exact_id_scan", False):
+    if getattr(original, "_speeded_up", False):
         return
 
     def ensure_unique_indexes(self, db_name, coll_name, candidate, **options):  # type: ignore[no-untyped-def]
-        if options.get("scan_payload_id") and isinstance(candidate.get("_id"), ObjectId | str):
+        if options.get("scan_payload_id") and _exact_id(candidate.get("_id")):
             options["scan_payload_id"] = False
         return original(self, db_name, coll_name, candidate, **options)
 
-    ensure_unique_indexes._skips_exact_id_scan = True  # type: ignore[attr-defined]
+    ensure_unique_indexes._speeded_up = True  # type: ignore[attr-defined]
     engine_class._ensure_unique_indexes = ensure_unique_indexes
+
+
+def _skip_scan_on_id_miss(engine_class: type) -> None:
+    """A query by ``_id`` that finds no document falls back to scanning the collection.
+
+    Every find, update, delete and upsert by an ``_id`` that does not exist
+    (a bot without a paper position, an entry not yet filled, a new paper
+    account) paid a full scan: at 10,000 bots, most of the tick's database time.
+    """
+    original = engine_class._candidate_items_for_plan_locked
+    if getattr(original, "_speeded_up", False):
+        return
+
+    def candidate_items(self, coll, query_plan, **options):  # type: ignore[no-untyped-def]
+        wanted = self._direct_id_lookup_from_plan(query_plan)
+        if (options.get("collation") is None and _exact_id(wanted)
+                and coll.get(self._storage_key(wanted)) is None):
+            return []
+        return original(self, coll, query_plan, **options)
+
+    candidate_items._speeded_up = True  # type: ignore[attr-defined]
+    engine_class._candidate_items_for_plan_locked = candidate_items
 
 
 async def run(engine_name: str, path: str | None, host: str, port: int) -> None:
@@ -52,7 +87,7 @@ async def run(engine_name: str, path: str | None, host: str, port: int) -> None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         engine = SQLiteEngine(path)
     else:
-        skip_id_scan_for_exact_ids(MemoryEngine)
+        speed_up_memory_engine(MemoryEngine)
         engine = MemoryEngine()
     server = AsyncMongoEcoProxyServer(engine=engine, host=host, port=port, mongodb_dialect="7.0")
     address = await server.start()
