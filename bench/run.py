@@ -30,11 +30,12 @@ from pymongo import MongoClient
 from bench.population import BotPlan, distinct_strategy_markets, distinct_symbol_intervals, seed
 from services.devstack.processes import ChildProcess, free_port, python_module, start_mongo
 from services.devstack.stack import Stack, StackConfig, StackPorts
-from services.gateway.repository import CHUNK_SIZE
 from tests.fakes.binance_market import FakeBinanceMarket
 
 KLINES_PATH = "/fapi/v1/klines"
 RSS_POLL_SECONDS = 0.2
+# Services whose /metrics the benchmark reads: AI tokens (strategy), MongoDB commands (gateway, executor).
+METERED_SERVICES = ("strategy", "gateway", "executor")
 
 # The seed-style baseline, as configuration only: one bot after another, one
 # market and one strategy call per bot, no candle/price cache, a one-entry analysis cache.
@@ -139,14 +140,14 @@ def measure_tick(plans: Sequence[BotPlan], setting: str, options: RunOptions) ->
                 seed_seconds = time.perf_counter() - seeded
             finally:
                 client.close()
-            metrics_port = free_port()
+            metrics_ports = {name: free_port() for name in METERED_SERVICES}
             config = StackConfig(
                 mongodb_uri=mongo_uri,
                 cron_secret=cron_secret,
                 credentials_keys=credentials_key,
                 mongodb_db=database,
                 ports=StackPorts.free(),
-                env=_environment(setting, binance.url, openai_url, metrics_port),
+                env=_environment(setting, binance.url, openai_url, metrics_ports),
                 echo=echo,
                 log_dir=Path(scratch),
             )
@@ -168,7 +169,7 @@ def measure_tick(plans: Sequence[BotPlan], setting: str, options: RunOptions) ->
             body = response.json()
             timings = _tick_timings(stack.processes["gateway"].lines)
             ai = _openai_stats(openai_url)
-            tokens = _ai_tokens(metrics_port)
+            metrics_text = {name: _scrape(port) for name, port in metrics_ports.items()}
             signals = _technical_signals(stack.processes["strategy"].lines)
         finally:
             if stack is not None:
@@ -200,15 +201,14 @@ def measure_tick(plans: Sequence[BotPlan], setting: str, options: RunOptions) ->
         "distinct_buy_sell_groups": len(set(signals)),
         "buy_sell_analyses": len(signals),
         "ai_calls": ai,
-        "ai_tokens": tokens,
+        "ai_tokens": _ai_tokens(metrics_text["strategy"]),
         "weight_used": binance.total_weight,
         "peak_rss_mb": max(peaks.values()) if peaks else None,
         "peak_rss_mb_by_process": peaks,
         # Where the tick's CPU went (2 cores shared by all processes).
         "cpu_seconds_by_process": cpu,
-        # The gateway's repository: update_many + find to claim, then per chunk of 1000 one bulk_write
-        # and one insert_many. Derived from its chunking, not counted on the wire.
-        "mongo_round_trips_by_design": 2 + 2 * -(-bots // CHUNK_SIZE),
+        # Counted by each service's MongoDB command listener (tradebot_mongo_commands_total).
+        "mongo_round_trips": {name: _mongo_commands(metrics_text[name]) for name in ("gateway", "executor")},
         "latency_p50_ms": None,   # the gateway does not report per-bot latency
         "latency_p95_ms": None,
         "latency_p99_ms": None,
@@ -217,13 +217,16 @@ def measure_tick(plans: Sequence[BotPlan], setting: str, options: RunOptions) ->
     }
 
 
-def _environment(setting: str, binance_url: str, openai_url: str, metrics_port: int) -> dict[str, dict[str, str]]:
+def _environment(setting: str, binance_url: str, openai_url: str,
+                 metrics_ports: dict[str, int]) -> dict[str, dict[str, str]]:
     env: dict[str, dict[str, str]] = {
         "market": {"MARKET_DATA_SOURCE": "binance", "BINANCE_FUTURES_URL": binance_url},
         "strategy": {"OPENAI_API_KEY": "sk-bench-" + secrets.token_urlsafe(16), "OPENAI_BASE_URL": openai_url,
-                     "OPENAI_MODEL": "gpt-4o", "METRICS_PORT": str(metrics_port)},
+                     "OPENAI_MODEL": "gpt-4o"},
         "gateway": {"TICK_USE_AI": "true"},
     }  # fmt: skip
+    for name, port in metrics_ports.items():
+        env.setdefault(name, {})["METRICS_PORT"] = str(port)
     if setting == "baseline":
         for name, extra in BASELINE_ENV.items():
             env[name] = {**env.get(name, {}), **extra}
@@ -268,12 +271,28 @@ def _openai_stats(openai_url: str) -> int:
 
 
 _TOKENS = re.compile(r'^tradebot_strategy_ai_tokens_total\{kind="(\w+)"\} ([0-9.e+]+)$', re.MULTILINE)
+_MONGO_COMMANDS = re.compile(
+    r'^tradebot_mongo_commands_total\{collection="([^"]*)",command="(\w+)"\} ([0-9.e+]+)$', re.MULTILINE
+)
 
 
-def _ai_tokens(metrics_port: int) -> int | None:
+def _scrape(port: int) -> str:
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as reply:  # noqa: S310
-            text = reply.read().decode()
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as reply:  # noqa: S310
+            return str(reply.read().decode())
     except OSError:
-        return None
-    return int(sum(float(value) for _, value in _TOKENS.findall(text)))
+        return ""
+
+
+def _ai_tokens(metrics_text: str) -> int | None:
+    found = _TOKENS.findall(metrics_text)
+    return int(sum(float(value) for _, value in found)) if found else None
+
+
+def _mongo_commands(metrics_text: str) -> dict[str, Any]:
+    """{"total": n, "by_command": {"find paperpositions": n, ...}} from one service's /metrics."""
+    by_command = {
+        f"{command} {collection}".strip(): int(float(value))
+        for collection, command, value in _MONGO_COMMANDS.findall(metrics_text)
+    }
+    return {"total": sum(by_command.values()), "by_command": dict(sorted(by_command.items()))}

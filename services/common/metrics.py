@@ -120,6 +120,20 @@ WEBHOOK_DELIVERIES_TOTAL = Counter(
     ["outcome"],
 )
 
+# --- MongoDB (gateway, executor) ----------------------------------------------------------------
+
+MONGO_COMMANDS_TOTAL = Counter(
+    "tradebot_mongo_commands_total",
+    "MongoDB commands sent (round trips), by command name and collection.",
+    ["command", "collection"],
+)
+MONGO_COMMAND_SECONDS = Histogram(
+    "tradebot_mongo_command_seconds",
+    "Round-trip time of MongoDB commands as the driver saw it, by command name.",
+    ["command"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+
 # --- gRPC servers -------------------------------------------------------------------------------
 
 GRPC_SERVER_HANDLING_SECONDS = Histogram(

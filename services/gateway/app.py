@@ -18,6 +18,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
+from services.common.mongo_metrics import COMMAND_LISTENER
 from services.gateway.status_report import build_status_report
 from services.gateway.auth import CronAuthenticator
 from services.gateway.clients import ServiceClients
@@ -63,7 +64,8 @@ def create_app(
         app.state.runner = TickRunner(TickConfig.from_settings(settings), repo, stubs)
         # Monitoring has its own small client: its reads and writes never queue behind the tick's.
         monitoring: AsyncMongoClient = AsyncMongoClient(
-            settings.mongodb_uri, tz_aware=True, serverSelectionTimeoutMS=settings.mongodb_timeout_ms, maxPoolSize=10
+            settings.mongodb_uri, tz_aware=True, serverSelectionTimeoutMS=settings.mongodb_timeout_ms, maxPoolSize=10,
+            event_listeners=[COMMAND_LISTENER],
         )
         monitoring_db = monitoring[settings.mongodb_db]
         dispatcher = WebhookDispatcher(monitoring_db)

@@ -21,6 +21,7 @@ from bson import ObjectId
 from pymongo import AsyncMongoClient, UpdateOne
 from pymongo.errors import BulkWriteError, ConnectionFailure, PyMongoError
 
+from services.common.mongo_metrics import COMMAND_LISTENER
 from services.gateway.documents import BOT_PROJECTION
 from services.gateway.weight_plan import LIVE_MODES
 
@@ -68,7 +69,7 @@ class BotRepository:
             uri,
             tz_aware=True,
             serverSelectionTimeoutMS=timeout_ms,
-            **client_options,
+            **{**client_options, "event_listeners": [COMMAND_LISTENER, *client_options.get("event_listeners", [])]},
         )
         return cls(client, database)
 

@@ -7,11 +7,13 @@ import re
 import grpc
 import httpx
 import pytest
+from pymongo import AsyncMongoClient
 from tradebot.v1 import market_pb2, market_pb2_grpc
 
 from services.common import metrics
 from services.common.errors import NotFound
 from services.common.grpc_server import ServiceBinding, start_server
+from services.common.mongo_metrics import COMMAND_LISTENER
 from tests.support.processes import free_port
 
 PRICE_METHOD = "/tradebot.v1.MarketData/GetPrice"
@@ -83,3 +85,25 @@ def test_port_zero_means_off() -> None:
 
 def test_second_start_reuses_the_running_endpoint(metrics_port: int) -> None:
     assert metrics.start_metrics_server(metrics_port) == metrics_port
+
+
+async def test_mongodb_commands_are_counted_by_command_and_collection(metrics_port: int, mongo_uri: str,
+                                                                      mongo_db_name: str) -> None:
+    url = f"http://127.0.0.1:{metrics_port}/metrics"
+    finds = ("tradebot_mongo_commands_total", 'collection="botinstances",command="find"')
+    inserts = ("tradebot_mongo_commands_total", 'collection="botinstances",command="insert"')
+    timed = ("tradebot_mongo_command_seconds_count", 'command="find"')
+    client: AsyncMongoClient = AsyncMongoClient(mongo_uri, event_listeners=[COMMAND_LISTENER])
+    try:
+        async with httpx.AsyncClient(timeout=5) as http:
+            before = (await http.get(url)).text
+            bots = client[mongo_db_name]["botinstances"]
+            await bots.insert_many([{"n": n} for n in range(3)])   # one round trip
+            for n in range(2):
+                await bots.find_one({"n": n})
+            after = (await http.get(url)).text
+    finally:
+        await client.close()
+    assert _sample(after, *finds) - _sample(before, *finds) == 2
+    assert _sample(after, *inserts) - _sample(before, *inserts) == 1
+    assert _sample(after, *timed) - _sample(before, *timed) == 2
