@@ -1,4 +1,5 @@
-"""One balance read and one positions read per exchange connection per tick, shared by that user's bots.
+"""One connection lookup, one balance read, one positions read and one daily-PnL read per exchange
+connection per tick, shared by that user's bots.
 
 Single-flight: the first bot's read is awaited by the others; a failed read
 is not cached (the next bot tries again, and each failing bot opens nothing).
@@ -6,9 +7,10 @@ Entries live a few minutes, longer than any tick.
 
 Freshness rule for positions (one-way mode: one position per symbol):
 * a bot whose cycle may change a symbol's position (an entry or close is about
-  to be sent, or the paper broker's ``observe`` filled a stop) marks that
-  symbol *changed* for the (connection, tick); every later read of that symbol
-  in the tick asks the exchange for that one symbol again, never the snapshot;
+  to be sent, the paper broker's ``observe`` filled a stop, or a closed trade
+  was booked) marks that symbol *changed* for the (connection, tick); every
+  later read of that symbol's position or daily PnL in the tick asks the
+  exchange (or paper store) for that one symbol again, never the snapshot;
 * ``symbol_lock`` serialises the cycles of one (connection, symbol) in this
   process, so a second bot on the same symbol decides only after the first one
   has finished, and then re-reads the symbol (it was marked changed) and sees
@@ -26,8 +28,11 @@ from decimal import Decimal
 from typing import Generic, TypeVar
 
 from services.executor.brokers.base import AccountSnapshot, ExchangePosition
+from services.executor.connections import ExchangeConnection
 
 ENTRY_TTL_SECONDS = 300.0
+# Expired entries are swept at most this often: sweeping on every call made a tick of N bots O(N²).
+SWEEP_INTERVAL_SECONDS = 5.0
 
 T = TypeVar("T")
 _Key = tuple[str, str]   # (connection id, tick id)
@@ -39,11 +44,15 @@ class _SingleFlight(Generic[T]):
     def __init__(self, ttl_seconds: float) -> None:
         self._ttl = ttl_seconds
         self.entries: dict[_Key, tuple[float, asyncio.Future[T]]] = {}
+        self._next_sweep = 0.0
 
     async def get(self, key: _Key, read: Callable[[], Awaitable[T]]) -> T:
         now = time.monotonic()
         self._evict(now)
         entry = self.entries.get(key)
+        if entry is not None and entry[0] <= now and entry[1].done():   # expired, not swept yet
+            self.entries.pop(key, None)
+            entry = None
         if entry is not None:
             return await asyncio.shield(entry[1])
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
@@ -75,10 +84,10 @@ class _SingleFlight(Generic[T]):
         future.set_result(value)
         self.entries[key] = (entry[0], future)
 
-    def pop(self, key: _Key) -> None:
-        self.entries.pop(key, None)
-
     def _evict(self, now: float) -> None:
+        if now < self._next_sweep:
+            return
+        self._next_sweep = now + min(SWEEP_INTERVAL_SECONDS, self._ttl)
         for key, (expires_at, future) in list(self.entries.items()):
             if expires_at <= now and future.done():
                 self.entries.pop(key, None)
@@ -87,10 +96,23 @@ class _SingleFlight(Generic[T]):
 class AccountCache:
     def __init__(self, ttl_seconds: float = ENTRY_TTL_SECONDS) -> None:
         self._ttl = ttl_seconds
+        self._connections: _SingleFlight[ExchangeConnection] = _SingleFlight(ttl_seconds)
         self._accounts: _SingleFlight[AccountSnapshot] = _SingleFlight(ttl_seconds)
+        self._daily_pnl: _SingleFlight[dict[str, Decimal]] = _SingleFlight(ttl_seconds)
         self._positions: _SingleFlight[dict[str, ExchangePosition]] = _SingleFlight(ttl_seconds)
         self._changed: dict[_Key, tuple[float, set[str]]] = {}
+        self._next_changed_sweep = 0.0
         self._locks: dict[tuple[str, str], tuple[asyncio.Lock, int]] = {}
+
+    # -- the exchange connection --------------------------------------------
+    async def connection(self, user_id: str, connection_id: str, tick_id: str,
+                         read: Callable[[], Awaitable[ExchangeConnection]]) -> ExchangeConnection:
+        """The bot's connection document, read once per (user, connection id) per tick.
+
+        A connection deactivated or edited during a tick takes effect at the next
+        one; a failed lookup (not found, another user's) is not kept.
+        """
+        return await self._connections.get((f"{user_id}/{connection_id}", tick_id), read)
 
     # -- balances ----------------------------------------------------------
     async def get(self, connection_id: str, tick_id: str,
@@ -103,10 +125,6 @@ class AccountCache:
         snapshot = self._accounts.result(key)
         if snapshot is not None:
             self._accounts.replace_result(key, replace(snapshot, available_balance=snapshot.available_balance - amount))
-
-    def invalidate(self, connection_id: str, tick_id: str) -> None:
-        self._accounts.pop((connection_id, tick_id))
-        self._positions.pop((connection_id, tick_id))
 
     # -- positions ---------------------------------------------------------
     async def position(
@@ -126,12 +144,34 @@ class AccountCache:
             return await read_one(symbol)
         return snapshot.get(symbol)
 
+    # -- today's realised PnL ------------------------------------------------
+    async def daily_pnl(
+        self,
+        connection_id: str,
+        tick_id: str,
+        symbol: str,
+        since_ms: int,
+        read_all: Callable[[int], Awaitable[dict[str, Decimal]]],
+        read_one: Callable[[str, int], Awaitable[Decimal]],
+    ) -> Decimal:
+        """The symbol's realised PnL since ``since_ms``: from the account's per-tick snapshot, or
+        read alone once the symbol changed this tick (a trade of it may have closed since)."""
+        key = (connection_id, tick_id)
+        if self._is_changed(key, symbol):
+            return await read_one(symbol, since_ms)
+        snapshot = await self._daily_pnl.get((connection_id, f"{tick_id}@{since_ms}"), lambda: read_all(since_ms))
+        if self._is_changed(key, symbol):
+            return await read_one(symbol, since_ms)
+        return snapshot.get(symbol, Decimal(0))
+
     def mark_changed(self, connection_id: str, tick_id: str, symbol: str) -> None:
         """The symbol's position may differ from the snapshot from now on: later reads go to the exchange."""
         now = time.monotonic()
-        for key, (expires_at, _) in list(self._changed.items()):
-            if expires_at <= now:
-                self._changed.pop(key, None)
+        if now >= self._next_changed_sweep:
+            self._next_changed_sweep = now + min(SWEEP_INTERVAL_SECONDS, self._ttl)
+            for key, (expires_at, _) in list(self._changed.items()):
+                if expires_at <= now:
+                    self._changed.pop(key, None)
         key = (connection_id, tick_id)
         entry = self._changed.setdefault(key, (now + self._ttl, set()))
         entry[1].add(symbol)

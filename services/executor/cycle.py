@@ -1,7 +1,8 @@
 """One bot's executor cycle, written only against the ``Broker`` interface.
 
-resolve connection -> broker -> observe market -> read account and position
-(fail closed: a failed read raises, nothing is opened) -> reconcile the stored
+resolve connection -> broker -> read account and position (fail closed: a
+failed read raises, nothing is opened) -> observe the market when a position
+is open (paper stops fill here) -> reconcile the stored
 position (gone: book the closed trade) -> safety rules -> monitor + protective
 order audit when a position is open, else an entry when the signal is strong
 enough, protected at once by stop-loss and take-profit.
@@ -45,7 +46,7 @@ from services.executor.brokers.base import (
 )
 from services.executor.brokers.factory import BrokerFactory
 from services.executor.client_ids import OrderPurpose, client_order_id
-from services.executor.connections import ConnectionRepository
+from services.executor.connections import ConnectionRepository, ExchangeConnection
 from services.executor.convert import (
     candles_from_proto,
     closed_trade_to_proto,
@@ -141,11 +142,13 @@ class _Cycle:
 
 class CycleRunner:
     def __init__(self, connections: ConnectionRepository, brokers: BrokerFactory, accounts: AccountCache,
-                 clock: Callable[[], int] = _now_ms) -> None:
+                 clock: Callable[[], int] = _now_ms,
+                 on_connection: Callable[[ExchangeConnection], None] | None = None) -> None:
         self._connections = connections
         self._brokers = brokers
         self._accounts = accounts
         self._clock = clock
+        self._on_connection = on_connection
 
     async def run(self, request: executor_pb2.RunCycleRequest) -> executor_pb2.RunCycleResponse:
         bot = request.bot
@@ -164,7 +167,13 @@ class CycleRunner:
         _check_candle_prices(candles)
         stored_side = side_from_proto(request.stored_position.side) if request.HasField("stored_position") else None
 
-        connection = await self._connections.resolve(bot.user_id, bot.exchange_connection_id)
+        # Looked up once per (user, connection) per tick and shared by the account's bots.
+        connection = await self._accounts.connection(
+            bot.user_id, bot.exchange_connection_id, request.tick_id,
+            lambda: self._connections.resolve(bot.user_id, bot.exchange_connection_id),
+        )
+        if self._on_connection is not None:
+            self._on_connection(connection)
         broker = await self._brokers.broker_for(connection)
         # Bots of one account on the same symbol decide one after another (one-way mode: one position).
         async with self._accounts.symbol_lock(connection.id, bot.symbol):
@@ -174,17 +183,23 @@ class CycleRunner:
                           candles: list[Candle], stored_side: PositionSide | None, connection_id: str,
                           broker: Broker) -> executor_pb2.RunCycleResponse:
         bot = request.bot
-        if await broker.observe(MarketView(bot.symbol, price, candles)):
-            self._accounts.mark_changed(connection_id, request.tick_id, bot.symbol)
         # Fail closed: if either read raises, the error ends the cycle and nothing is opened.
         # Both are read once per (connection, tick) and shared by the account's bots.
         account = await self._accounts.get(connection_id, request.tick_id, broker.account)
         position = await self._accounts.position(connection_id, request.tick_id, bot.symbol,
                                                  broker.positions, broker.position)
+        # Only an open position has a mark to move and stops to trigger (the paper broker simulates
+        # them on this market view): afterwards the symbol is read again, its stop may have filled.
+        if position is not None and await broker.observe(MarketView(bot.symbol, price, candles)):
+            self._accounts.mark_changed(connection_id, request.tick_id, bot.symbol)
+            position = await broker.position(bot.symbol)
 
         cycle = _Cycle(request, settings, bot.symbol, price, connection_id, broker, account, stored_side)
         await self._reconcile(cycle, position)
-        daily = await broker.realized_pnl_since(bot.symbol, utc_midnight_ms(self._clock()))
+        daily = await self._accounts.daily_pnl(
+            connection_id, request.tick_id, bot.symbol, utc_midnight_ms(self._clock()),
+            broker.realized_pnl_by_symbol_since, broker.realized_pnl_since,
+        )
         cycle.response.daily_realized_pnl = dec(daily)
         cycle.response.available_balance = dec(account.available_balance)
 
@@ -229,6 +244,7 @@ class CycleRunner:
         if cycle.stored_side is None or (position is not None and position.side == cycle.stored_side):
             return
         stored = cycle.request.stored_position
+        self._changing(cycle)   # its closing trade counts in today's PnL from now on: no snapshot for it
         record = await cycle.broker.closed_trade(cycle.symbol, cycle.stored_side, stored.open_time_ms)
         if position is None:
             await cycle.broker.cancel_protective_orders(cycle.symbol)
@@ -430,7 +446,8 @@ class CycleRunner:
 
     def _changing(self, cycle: _Cycle) -> None:
         """An order that may change the symbol's position is about to go out (its outcome may be
-        unknown): from now on this tick reads the symbol from the exchange, not from the snapshot."""
+        unknown), or a closed trade is being booked: from now on this tick reads the symbol's position
+        and daily PnL from the exchange, not from the account's snapshots."""
         self._accounts.mark_changed(cycle.connection_id, cycle.request.tick_id, cycle.symbol)
 
     def _open_time(self, cycle: _Cycle, position: ExchangePosition) -> int:

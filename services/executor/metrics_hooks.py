@@ -1,8 +1,9 @@
 """Order and safety metrics, read off each RunCycle response (the cycle itself stays metrics-free).
 
-The response does not say which account mode the cycle ran in, so the
-connection lookup is wrapped: it notes the resolved connection's mode in a
-per-call holder that the servicer reads when it records the response.
+The response does not say which account mode the cycle ran in, so the cycle
+runner reports each resolved connection to ``note_connection_mode``, which
+keeps its mode in a per-call holder that the servicer reads when it records
+the response.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 from tradebot.v1 import common_pb2, executor_pb2
 
 from services.common import metrics
-from services.executor.connections import ConnectionRepository, ExchangeConnection
+from services.executor.connections import ExchangeConnection
 
 UNKNOWN_MODE = "unknown"  # the cycle failed before its connection was resolved
 # Executor events that mean an order could not do its job, by ORDERS_FAILED_TOTAL reason.
@@ -34,18 +35,11 @@ class _CycleMode:
 _current: ContextVar[_CycleMode | None] = ContextVar("executor_cycle_mode", default=None)
 
 
-class ModeRecordingConnections(ConnectionRepository):
-    """A ConnectionRepository that also tells the current call's metrics which mode it resolved."""
-
-    def __init__(self, inner: ConnectionRepository) -> None:
-        self._inner = inner
-
-    async def resolve(self, user_id: str, connection_id: str) -> ExchangeConnection:
-        connection = await self._inner.resolve(user_id, connection_id)
-        holder = _current.get()
-        if holder is not None:
-            holder.mode = connection.mode
-        return connection
+def note_connection_mode(connection: ExchangeConnection) -> None:
+    """Tell the current RunCycle call's metrics which account mode its connection has."""
+    holder = _current.get()
+    if holder is not None:
+        holder.mode = connection.mode
 
 
 @contextmanager

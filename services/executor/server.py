@@ -12,13 +12,14 @@ from pymongo.errors import ConnectionFailure, NetworkTimeout, ServerSelectionTim
 from tradebot.v1 import executor_pb2, executor_pb2_grpc
 
 from services.common.errors import Unavailable
+from services.common.mongo_metrics import COMMAND_LISTENER
 from services.common.grpc_server import ServiceBinding
 from services.executor.account_cache import AccountCache
 from services.executor.brokers.factory import BrokerFactory
 from services.executor.connections import ConnectionRepository
 from services.executor.credentials import CredentialVault
 from services.executor.cycle import CycleRunner
-from services.executor.metrics_hooks import ModeRecordingConnections, cycle_mode, record_cycle
+from services.executor.metrics_hooks import cycle_mode, note_connection_mode, record_cycle
 from services.executor.settings import ExecutorSettings
 
 SERVICE_NAME = "tradebot.v1.Executor"
@@ -62,12 +63,14 @@ class ExecutorApp:
         self.settings = settings
         # A short server-selection timeout: a tick has minutes, not pymongo's default 30 s per call.
         self.mongo: AsyncMongoClient = AsyncMongoClient(
-            settings.mongodb_uri, tz_aware=True, serverSelectionTimeoutMS=mongo_timeout_ms
+            settings.mongodb_uri, tz_aware=True, serverSelectionTimeoutMS=mongo_timeout_ms,
+            event_listeners=[COMMAND_LISTENER],
         )
         db = self.mongo[settings.mongodb_db]
         self.vault = CredentialVault(settings.credentials_keys)
         self.brokers = BrokerFactory(db, self.vault, settings)
-        self.runner = CycleRunner(ModeRecordingConnections(ConnectionRepository(db)), self.brokers, AccountCache())
+        self.runner = CycleRunner(ConnectionRepository(db), self.brokers, AccountCache(),
+                                  on_connection=note_connection_mode)
         self.servicer = ExecutorServicer(self.runner)
         self._closed = False
 

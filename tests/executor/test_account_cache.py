@@ -123,3 +123,28 @@ async def test_cycles_of_one_symbol_take_turns_and_other_symbols_do_not_wait():
     await asyncio.gather(cycle("BTCUSDT", "a"), cycle("BTCUSDT", "b"), cycle("ETHUSDT", "c"))
     assert order.index("a out") < order.index("b in")
     assert order.index("c in") < order.index("a out")
+
+
+async def test_an_expired_entry_is_read_again_and_many_accounts_stay_cheap():
+    cache = AccountCache(ttl_seconds=0.05)
+    reads = 0
+
+    async def read() -> AccountSnapshot:
+        nonlocal reads
+        reads += 1
+        return SNAPSHOT
+
+    await cache.get("conn", "tick", read)
+    await cache.get("conn", "tick", read)
+    assert reads == 1
+    await asyncio.sleep(0.06)
+    await cache.get("conn", "tick", read)   # expired: read again even before the periodic sweep
+    assert reads == 2
+
+    # A tick of 20,000 accounts: each lookup must not walk every other account's entry.
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    for index in range(20_000):
+        await cache.get(f"account-{index}", "tick-big", read)
+        cache.mark_changed(f"account-{index}", "tick-big", "BTCUSDT")
+    assert loop.time() - started < 5.0   # sweeping on every call made this O(accounts²)

@@ -168,3 +168,23 @@ async def test_close_at_market_books_the_trade(db):
     trade = await broker.closed_trade("BTCUSDT", "LONG", T0)
     assert trade is not None and trade.reason == "EMERGENCY_STOP"
     assert trade.realized_pnl == D("-109.95")                  # -100 - 5 - 4.95
+
+
+@pytest.mark.parametrize("store", ["mongo", "memory"])
+async def test_every_symbols_daily_pnl_in_one_read_matches_the_per_symbol_sums(db, store):
+    from services.executor.brokers.paper_store import MemoryPaperStore
+
+    clock = Clock()
+    broker = make_broker(db if store == "mongo" else MemoryPaperStore(), clock)
+    other_account = make_broker(db if store == "mongo" else MemoryPaperStore(), clock, connection_id="conn-2")
+    await open_protected(broker, "SHORT", "51000", "48000")
+    await open_protected(broker, "LONG", "49000", "52000", cid="tb-entry-F", symbol="ETHUSDT")
+    await open_protected(other_account, "LONG", "49000", "52000")
+    clock.now = T0 + 2 * FIVE_MIN
+    for account, symbol in ((broker, "BTCUSDT"), (broker, "ETHUSDT"), (other_account, "BTCUSDT")):
+        await account.observe(MarketView(symbol, D("50500"), [bar(T0 + FIVE_MIN, "49900", "52100")]))
+
+    by_symbol = await broker.realized_pnl_by_symbol_since(T0)
+    assert by_symbol == {"BTCUSDT": D("-210.1"), "ETHUSDT": D("389.8")}   # the other account's trade is not in it
+    assert by_symbol == {s: await broker.realized_pnl_since(s, T0) for s in ("BTCUSDT", "ETHUSDT")}
+    assert await broker.realized_pnl_by_symbol_since(T0 + 10 * FIVE_MIN) == {}

@@ -20,13 +20,14 @@ from cryptography.fernet import Fernet
 from tradebot.v1 import common_pb2, executor_pb2
 
 from services.backtest.wiring import SinglePaperBroker, SinglePaperConnection
-from services.common.errors import Unavailable
+from services.common.errors import FailedPrecondition, Unavailable
 from services.executor.account_cache import AccountCache
 from services.executor.admin import store_connection_async
 from services.executor.brokers.binance_account import INCOME_HARD_MAX_S, shared_state
 from services.executor.brokers.base import ExchangePosition
 from services.executor.brokers.paper import PaperBroker
 from services.executor.brokers.paper_store import MemoryPaperStore
+from services.executor.connections import ExchangeConnection
 from services.executor.cycle import CycleRunner
 from tests.executor.builders import request
 from tests.fakes.binance_futures import DEFAULT_SYMBOLS, FakeBinanceFutures, SymbolSpec
@@ -135,6 +136,8 @@ class CountingPaperBroker(PaperBroker):
         super().__init__(store, "paper-account", initial_balance=Decimal(10000), taker_fee=Decimal("0.0005"))
         self.snapshot_reads = 0
         self.symbol_reads = 0
+        self.daily_snapshot_reads = 0
+        self.daily_symbol_reads = 0
         self.fail_reads = fail_reads
 
     async def positions(self) -> dict[str, ExchangePosition]:
@@ -147,9 +150,48 @@ class CountingPaperBroker(PaperBroker):
         self.symbol_reads += 1
         return await super().position(symbol)
 
+    async def realized_pnl_by_symbol_since(self, since_ms: int) -> dict[str, Decimal]:
+        self.daily_snapshot_reads += 1
+        return await super().realized_pnl_by_symbol_since(since_ms)
 
-def _paper_runner(broker: PaperBroker) -> CycleRunner:
-    return CycleRunner(SinglePaperConnection(), SinglePaperBroker(broker), AccountCache())
+    async def realized_pnl_since(self, symbol: str, since_ms: int) -> Decimal:
+        self.daily_symbol_reads += 1
+        return await super().realized_pnl_since(symbol, since_ms)
+
+
+class CountingConnections(SinglePaperConnection):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lookups = 0
+        self.refuse = False
+
+    async def resolve(self, user_id: str, connection_id: str) -> ExchangeConnection:
+        self.lookups += 1
+        await asyncio.sleep(0)   # let the other bots of the tick arrive while this lookup is out
+        if self.refuse:
+            raise FailedPrecondition("exchange connection is not active")
+        return await super().resolve(user_id, connection_id)
+
+
+def _paper_runner(broker: PaperBroker, connections: SinglePaperConnection | None = None) -> CycleRunner:
+    return CycleRunner(connections or SinglePaperConnection(), SinglePaperBroker(broker), AccountCache())
+
+
+async def test_bots_of_one_account_look_their_connection_up_once_per_tick():
+    connections = CountingConnections()
+    runner = _paper_runner(CountingPaperBroker(MemoryPaperStore()), connections)
+    user = str(ObjectId())
+    await asyncio.gather(*(runner.run(_hold(user, "tick-1", i, s)) for i, s in enumerate(SYMBOLS)))
+    assert connections.lookups == 1
+
+    # Deactivated between ticks: the next tick's lookup sees it, and every bot of the account stops.
+    connections.refuse = True
+    outcomes = await asyncio.gather(*(runner.run(_hold(user, "tick-2", i, s)) for i, s in enumerate(SYMBOLS)),
+                                    return_exceptions=True)
+    assert all(isinstance(outcome, FailedPrecondition) for outcome in outcomes)
+    # A failed lookup is not kept: re-activated, the same tick's next bot finds the connection again.
+    connections.refuse = False
+    assert (await runner.run(_hold(user, "tick-2", 0, "BTCUSDT"))).decision
 
 
 async def test_paper_bots_of_one_account_share_one_positions_read_per_tick():
@@ -158,8 +200,10 @@ async def test_paper_bots_of_one_account_share_one_positions_read_per_tick():
     user = str(ObjectId())
     await asyncio.gather(*(runner.run(_hold(user, "tick-1", i, s)) for i, s in enumerate(SYMBOLS)))
     assert (broker.snapshot_reads, broker.symbol_reads) == (1, 0)
+    assert (broker.daily_snapshot_reads, broker.daily_symbol_reads) == (1, 0)   # today's PnL: one read too
     await asyncio.gather(*(runner.run(_hold(user, "tick-2", i, s)) for i, s in enumerate(SYMBOLS)))
     assert (broker.snapshot_reads, broker.symbol_reads) == (2, 0)
+    assert (broker.daily_snapshot_reads, broker.daily_symbol_reads) == (2, 0)
 
 
 async def test_paper_failed_positions_read_opens_nothing():
@@ -199,3 +243,6 @@ async def test_paper_stop_filled_by_this_bots_observe_is_not_hidden_by_the_share
     assert not later.has_position
     [trade] = later.closed_trades
     assert trade.reason == "STOP_LOSS" and trade.exit_price == "49000"
+    # The ETH bot's daily-PnL snapshot predates this loss: the BTC bot reads its own, loss included.
+    assert broker.daily_snapshot_reads == 2 and broker.daily_symbol_reads == 1
+    assert later.daily_realized_pnl == trade.realized_pnl

@@ -157,5 +157,8 @@ class Broker(Protocol):
     async def realized_pnl_since(self, symbol: str, since_ms: int) -> Decimal:
         """Realised PnL net of fees since ``since_ms`` (daily-loss rule)."""
 
+    async def realized_pnl_by_symbol_since(self, since_ms: int) -> dict[str, Decimal]:
+        """``realized_pnl_since`` of every symbol of the account in one read (a symbol without trades is absent)."""
+
     async def close(self) -> None:
         """Release network resources."""

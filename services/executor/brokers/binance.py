@@ -532,24 +532,33 @@ class BinanceFuturesBroker:
         not reach back to ``since_ms``, or when older than 30 minutes and the IP
         weight has room; older than 2 hours it is re-read whatever the weight,
         and if that fails the daily PnL is unknown: ``Unavailable``, no entry."""
+        async with self._shared.income_lock:   # one refresh per account, whatever the number of bots waiting
+            await self._refresh_income_locked(since_ms)
+            return self._shared.daily_pnl(symbol, since_ms)
+
+    async def realized_pnl_by_symbol_since(self, since_ms: int) -> dict[str, Decimal]:
+        async with self._shared.income_lock:
+            await self._refresh_income_locked(since_ms)
+            return self._shared.daily_pnl_by_symbol(since_ms)
+
+    async def _refresh_income_locked(self, since_ms: int) -> None:
+        """Re-read the income baseline when the rule above says so (``income_lock`` held)."""
         shared = self._shared
-        async with shared.income_lock:   # one refresh per account, whatever the number of bots waiting
-            baseline = shared.baseline
-            must = baseline is None or baseline.since_ms > since_ms or shared.baseline_age() >= INCOME_HARD_MAX_S
-            due = shared.baseline_age() >= INCOME_TTL_S
-            if must or (due and ip_weight().has_room_for(INCOME_READ_WEIGHT)):
-                try:
-                    rows = await self._income_since(since_ms)
-                    shared.baseline = IncomeBaseline.of(since_ms, shared.clock(), rows)
-                except TradebotError as error:
-                    if must:
-                        raise Unavailable(f"daily realised PnL unknown (income history unreadable: {error.message}); "
-                                          "no entry until it can be read") from None
-                    logger.warning("income refresh failed (%s); keeping the baseline from %.0f s ago",
-                                   error.message, shared.baseline_age())
-            elif due:
-                logger.info("income refresh postponed: IP weight %d used of %d", ip_weight().used(), IP_WEIGHT_LIMIT_1M)
-            return shared.daily_pnl(symbol, since_ms)
+        baseline = shared.baseline
+        must = baseline is None or baseline.since_ms > since_ms or shared.baseline_age() >= INCOME_HARD_MAX_S
+        due = shared.baseline_age() >= INCOME_TTL_S
+        if must or (due and ip_weight().has_room_for(INCOME_READ_WEIGHT)):
+            try:
+                rows = await self._income_since(since_ms)
+                shared.baseline = IncomeBaseline.of(since_ms, shared.clock(), rows)
+            except TradebotError as error:
+                if must:
+                    raise Unavailable(f"daily realised PnL unknown (income history unreadable: {error.message}); "
+                                      "no entry until it can be read") from None
+                logger.warning("income refresh failed (%s); keeping the baseline from %.0f s ago",
+                               error.message, shared.baseline_age())
+        elif due:
+            logger.info("income refresh postponed: IP weight %d used of %d", ip_weight().used(), IP_WEIGHT_LIMIT_1M)
 
     async def _income_since(self, since_ms: int) -> list[dict[str, Any]]:
         rows: dict[tuple[Any, Any], dict[str, Any]] = {}

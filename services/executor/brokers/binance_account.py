@@ -152,6 +152,12 @@ class AccountShared:
         )
         return from_income + from_trades
 
+    def daily_pnl_by_symbol(self, since_ms: int) -> dict[str, Decimal]:
+        assert self.baseline is not None
+        symbols = {str(row["symbol"]) for row in self.baseline.rows if row.get("symbol")}
+        symbols.update(traded_symbol for traded_symbol, _, _ in self.trades.values())
+        return {symbol: self.daily_pnl(symbol, since_ms) for symbol in symbols}
+
 
 _accounts: dict[str, AccountShared] = {}
 

@@ -42,12 +42,15 @@ class BrokerFactory:
         self._live: dict[str, _CachedBroker] = {}
         self._lock = asyncio.Lock()
         self._paper_indexes_ready = False
+        self._paper_indexes_lock = asyncio.Lock()
 
     async def broker_for(self, connection: ExchangeConnection) -> Broker:
         if connection.mode == "paper":
             if not self._paper_indexes_ready:
-                await ensure_paper_indexes(self._db)
-                self._paper_indexes_ready = True
+                async with self._paper_indexes_lock:   # the first concurrent bots: one createIndexes each
+                    if not self._paper_indexes_ready:
+                        await ensure_paper_indexes(self._db)
+                        self._paper_indexes_ready = True
             # Decrypting proves the stored tokens are sound even though paper never signs.
             if connection.api_key_token and connection.api_secret_token:
                 self._vault.decrypt_pair(connection.api_key_token, connection.api_secret_token)

@@ -61,6 +61,7 @@ async def ensure_paper_indexes(db: AsyncDatabase) -> None:
     """Indexes for the per-cycle queries (idempotent; run once per process)."""
     await db["papertrades"].create_index([("connectionId", 1), ("symbol", 1), ("closeTimeMs", 1)])
     await db["papertrades"].create_index([("connectionId", 1), ("symbol", 1), ("openTimeMs", 1)])
+    await db["papertrades"].create_index([("connectionId", 1), ("closeTimeMs", 1)])   # the per-tick daily PnL
     await db["paperpositions"].create_index([("connectionId", 1)])   # the per-tick positions snapshot
 
 
@@ -95,10 +96,14 @@ class PaperBroker:
         })
 
     async def _adjust_balance(self, wallet_delta: Decimal, locked_delta: Decimal,
-                              require_available: Decimal | None = None) -> None:
-        """Apply a balance change atomically (compare-and-set on ``version``)."""
+                              require_available: Decimal | None = None,
+                              read: dict[str, Any] | None = None) -> None:
+        """Apply a balance change atomically (compare-and-set on ``version``).
+
+        ``read`` is an account document the caller has just read: the first attempt uses it.
+        """
         for _ in range(_ACCOUNT_RETRIES):
-            doc = await self._account_doc()
+            doc, read = read or await self._account_doc(), None
             wallet, locked = _d(doc["walletBalance"]), _d(doc["lockedMargin"])
             if require_available is not None and wallet - locked < require_available:
                 raise FailedPrecondition(
@@ -117,10 +122,11 @@ class PaperBroker:
         return AccountSnapshot(available_balance=wallet - locked, wallet_balance=wallet)
 
     async def prepare_symbol(self, symbol: str, leverage: int, margin_type: str) -> None:
-        await self._account_doc()
-        await self._store.set_symbol_settings(
-            self._connection_id, symbol, {"leverage": leverage, "marginType": margin_type}
-        )
+        settings = {"leverage": leverage, "marginType": margin_type}
+        # The cycle has read the account (creating it) before any entry: one write in the usual case.
+        if not await self._store.set_symbol_settings(self._connection_id, symbol, settings):
+            await self._account_doc()
+            await self._store.set_symbol_settings(self._connection_id, symbol, settings)
 
     # -- positions -----------------------------------------------------
     def _position_key(self, symbol: str) -> str:
@@ -222,7 +228,7 @@ class PaperBroker:
                 return again
             raise FailedPrecondition(f"paper order rejected: a position is already open on {order.symbol}") from None
         try:
-            await self._adjust_balance(-fee, margin, require_available=margin + fee)
+            await self._adjust_balance(-fee, margin, require_available=margin + fee, read=account)
         except BaseException:
             await self._store.delete_position(doc["_id"], order.client_order_id)
             raise
@@ -334,6 +340,9 @@ class PaperBroker:
 
     async def realized_pnl_since(self, symbol: str, since_ms: int) -> Decimal:
         return await self._store.realized_pnl_since(self._connection_id, symbol, since_ms)
+
+    async def realized_pnl_by_symbol_since(self, since_ms: int) -> dict[str, Decimal]:
+        return await self._store.realized_pnl_by_symbol_since(self._connection_id, since_ms)
 
     async def close(self) -> None:
         """Nothing to release: the MongoDB client belongs to the server."""

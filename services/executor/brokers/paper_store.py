@@ -30,7 +30,8 @@ class PaperStore(Protocol):
     async def compare_and_set_balance(self, account_id: str, version: int, wallet: str, locked: str) -> bool:
         """Write the balances if the account is still at ``version`` (then version + 1); False if it moved on."""
 
-    async def set_symbol_settings(self, account_id: str, symbol: str, settings: Document) -> None: ...
+    async def set_symbol_settings(self, account_id: str, symbol: str, settings: Document) -> bool:
+        """Store the symbol's leverage and margin type; False when the account does not exist yet."""
 
     async def get_position(self, key: str) -> Document | None: ...
 
@@ -64,6 +65,9 @@ class PaperStore(Protocol):
 
     async def realized_pnl_since(self, connection_id: str, symbol: str, since_ms: int) -> Decimal: ...
 
+    async def realized_pnl_by_symbol_since(self, connection_id: str, since_ms: int) -> dict[str, Decimal]:
+        """Every symbol's ``realized_pnl_since`` in one read."""
+
 
 class MongoPaperStore:
     """Collections ``paperaccounts``, ``paperpositions``, ``paperfills``, ``papertrades``."""
@@ -94,8 +98,9 @@ class MongoPaperStore:
         )
         return updated is not None
 
-    async def set_symbol_settings(self, account_id: str, symbol: str, settings: Document) -> None:
-        await self._accounts.update_one({"_id": account_id}, {"$set": {f"symbols.{symbol}": settings}})
+    async def set_symbol_settings(self, account_id: str, symbol: str, settings: Document) -> bool:
+        result = await self._accounts.update_one({"_id": account_id}, {"$set": {f"symbols.{symbol}": settings}})
+        return result.matched_count == 1
 
     async def get_position(self, key: str) -> Document | None:
         return await self._positions.find_one({"_id": key})
@@ -156,6 +161,15 @@ class MongoPaperStore:
             total += Decimal(str(trade["realizedPnl"]))
         return total
 
+    async def realized_pnl_by_symbol_since(self, connection_id: str, since_ms: int) -> dict[str, Decimal]:
+        totals: dict[str, Decimal] = {}
+        cursor = self._trades.find(
+            {"connectionId": connection_id, "closeTimeMs": {"$gte": since_ms}}, {"symbol": 1, "realizedPnl": 1}
+        )
+        async for trade in cursor:
+            totals[trade["symbol"]] = totals.get(trade["symbol"], Decimal(0)) + Decimal(str(trade["realizedPnl"]))
+        return totals
+
 
 class MemoryPaperStore:
     """The same documents in dictionaries; one process, one event loop (no concurrent writers).
@@ -190,10 +204,12 @@ class MemoryPaperStore:
         doc.update(walletBalance=wallet, lockedMargin=locked, version=version + 1)
         return True
 
-    async def set_symbol_settings(self, account_id: str, symbol: str, settings: Document) -> None:
+    async def set_symbol_settings(self, account_id: str, symbol: str, settings: Document) -> bool:
         doc = self._accounts.get(account_id)
-        if doc is not None:
-            doc["symbols"] = {**doc.get("symbols", {}), symbol: dict(settings)}
+        if doc is None:
+            return False
+        doc["symbols"] = {**doc.get("symbols", {}), symbol: dict(settings)}
+        return True
 
     async def get_position(self, key: str) -> Document | None:
         doc = self._positions.get(key)
@@ -243,10 +259,10 @@ class MemoryPaperStore:
         self._trade_close_times.insert(where, close_time)
         self._trades.insert(where, dict(doc))
 
-    def _matching(self, connection_id: str, symbol: str, since_close_ms: int) -> list[Document]:
+    def _matching(self, connection_id: str, symbol: str | None, since_close_ms: int) -> list[Document]:
         start = bisect.bisect_left(self._trade_close_times, since_close_ms)
         return [trade for trade in self._trades[start:]
-                if trade["connectionId"] == connection_id and trade["symbol"] == symbol]
+                if trade["connectionId"] == connection_id and symbol in (None, trade["symbol"])]
 
     async def first_trade_opened_since(self, connection_id: str, symbol: str, side: str,
                                        open_time_ms: int) -> Document | None:
@@ -264,3 +280,9 @@ class MemoryPaperStore:
     async def realized_pnl_since(self, connection_id: str, symbol: str, since_ms: int) -> Decimal:
         return sum((Decimal(trade["realizedPnl"]) for trade in self._matching(connection_id, symbol, since_ms)),
                    Decimal(0))
+
+    async def realized_pnl_by_symbol_since(self, connection_id: str, since_ms: int) -> dict[str, Decimal]:
+        totals: dict[str, Decimal] = {}
+        for trade in self._matching(connection_id, None, since_ms):
+            totals[trade["symbol"]] = totals.get(trade["symbol"], Decimal(0)) + Decimal(trade["realizedPnl"])
+        return totals
