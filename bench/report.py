@@ -70,22 +70,30 @@ COLUMNS = (
     ("distinct_buy_sell_groups", "BUY/SELL grp", "{}"),
     ("weight_used", "weight", "{}"),
     ("peak_rss_mb", "peak RSS MB", "{}"),
+    ("latency", "cycle ms p50/95/99", "{:.0f}"),
     ("speedup", "speed-up", "{}x"),
 )
+ESTIMATED_COLUMNS = ("tick_seconds", "kline_requests", "ai_calls", "weight_used", "bots_per_second")
+
+
+def _cells(row: dict[str, Any]) -> list[str]:
+    cells = []
+    for key, _, fmt in COLUMNS:
+        if key == "latency":   # the per-bot cycle percentiles in one cell
+            values = [row.get(f"latency_p{p}_ms") for p in (50, 95, 99)]
+            cell = "/".join(fmt.format(v) for v in values) if all(v is not None for v in values) else ""
+        else:
+            value = row.get(key)
+            cell = "" if value is None else fmt.format(value)
+        if row.get("estimated") and key in ESTIMATED_COLUMNS:
+            cell += "*"
+        cells.append(cell)
+    return cells
 
 
 def table(rows: Sequence[dict[str, Any]]) -> str:
     header = [title for _, title, _ in COLUMNS]
-    body = []
-    for row in rows:
-        cells = []
-        for key, _, fmt in COLUMNS:
-            value = row.get(key)
-            cell = "" if value is None else fmt.format(value)
-            if row.get("estimated") and key in ("tick_seconds", "kline_requests", "ai_calls", "weight_used", "bots_per_second"):
-                cell += "*"
-            cells.append(cell)
-        body.append(cells)
+    body = [_cells(row) for row in rows]
     widths = [max(len(str(cell)) for cell in column) for column in zip(header, *body, strict=False)]
     lines = [" | ".join(cell.rjust(width) for cell, width in zip(cells, widths, strict=True)) for cells in [header, *body]]
     lines.insert(1, "-+-".join("-" * width for width in widths))
@@ -97,16 +105,7 @@ def table(rows: Sequence[dict[str, Any]]) -> str:
 def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
     header = "| " + " | ".join(title for _, title, _ in COLUMNS) + " |"
     rule = "|" + "|".join("---:" for _ in COLUMNS) + "|"
-    body = []
-    for row in rows:
-        cells = []
-        for key, _, fmt in COLUMNS:
-            value = row.get(key)
-            cell = "" if value is None else fmt.format(value)
-            if row.get("estimated") and key in ("tick_seconds", "kline_requests", "ai_calls", "weight_used", "bots_per_second"):
-                cell += "*"
-            cells.append(cell)
-        body.append("| " + " | ".join(cells) + " |")
+    body = ["| " + " | ".join(_cells(row)) + " |" for row in rows]
     return "\n".join([header, rule, *body])
 
 

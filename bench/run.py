@@ -209,9 +209,8 @@ def measure_tick(plans: Sequence[BotPlan], setting: str, options: RunOptions) ->
         "cpu_seconds_by_process": cpu,
         # Counted by each service's MongoDB command listener (tradebot_mongo_commands_total).
         "mongo_round_trips": {name: _mongo_commands(metrics_text[name]) for name in ("gateway", "executor")},
-        "latency_p50_ms": None,   # the gateway does not report per-bot latency
-        "latency_p95_ms": None,
-        "latency_p99_ms": None,
+        # Each bot's executor cycle as the gateway timed it (market data and analysis are shared per group).
+        **{f"latency_p{p}_ms": _milliseconds(timings.get(f"botCycleP{p}Seconds")) for p in (50, 95, 99)},
         "summary": summary,
         "seed_seconds": round(seed_seconds, 2),
     }
@@ -231,6 +230,10 @@ def _environment(setting: str, binance_url: str, openai_url: str,
         for name, extra in BASELINE_ENV.items():
             env[name] = {**env.get(name, {}), **extra}
     return env
+
+
+def _milliseconds(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds * 1000, 1)
 
 
 def _json_lines(lines: Sequence[str]) -> list[dict[str, Any]]:

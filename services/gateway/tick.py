@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 import uuid
 from collections import defaultdict
@@ -131,6 +132,7 @@ class _Tick:
         self.outcomes: dict[Any, _BotOutcome] = {}
         self.identities: dict[Any, BotIdentity] = {}
         self.started_bots: set[Any] = set()
+        self.cycle_seconds: list[float] = []   # each bot's RunCycle round trip, for the latency percentiles
         self.upstream_slots = asyncio.Semaphore(self.config.concurrency)
         self.executor_slots = PrioritySlots(self.config.concurrency)
         self.symbol_data: dict[tuple[str, str], asyncio.Task[tuple[str, common_pb2.SymbolFilters]]] = {}
@@ -164,6 +166,7 @@ class _Tick:
         persist_error = await self._write(order)
         timings["writeSeconds"] = time.monotonic() - mark
         timings["tickSeconds"] = time.monotonic() - self.started
+        timings.update(cycle_percentiles(self.cycle_seconds))
         results = [self.outcomes[key].result for key in order]
         for document in claimed.in_progress:
             identity = identity_of(document)
@@ -321,6 +324,7 @@ class _Tick:
                 return
             self.started_bots.add(bot.instance_id)
             token = bot_instance_id_var.set(str(bot.instance_id))
+            called = time.monotonic()
             try:
                 cycle = await self._call(
                     "executor RunCycle",
@@ -335,6 +339,7 @@ class _Tick:
                 self._fail(bot.identity, f"Executor failed: {failure}", "EXECUTOR_ERROR")
                 return
             finally:
+                self.cycle_seconds.append(time.monotonic() - called)
                 bot_instance_id_var.reset(token)
         self._succeed(bot, market, analysis, cycle)
 
@@ -474,6 +479,14 @@ class _StageFailed(Exception):
         super().__init__(message)
         self.code = code
         self.details = details or message
+
+
+def cycle_percentiles(seconds: Sequence[float]) -> dict[str, float]:
+    """p50/p95/p99 of the bots' executor cycles (nearest rank); nothing when no cycle ran."""
+    if not seconds:
+        return {}
+    ordered = sorted(seconds)
+    return {f"botCycleP{p}Seconds": ordered[max(math.ceil(p / 100 * len(ordered)) - 1, 0)] for p in (50, 95, 99)}
 
 
 def _retry_after(error: grpc.aio.AioRpcError) -> str | None:

@@ -20,7 +20,7 @@ pytestmark = pytest.mark.e2e
 ROW_FIELDS = {
     "bots", "symbols", "setting", "tick_seconds", "db_seconds", "kline_requests", "distinct_symbol_intervals",
     "ai_calls", "weight_used", "peak_rss_mb", "peak_rss_mb_by_process", "distinct_buy_sell_groups",
-    "buy_sell_analyses", "mongo_round_trips_by_design", "estimated",
+    "buy_sell_analyses", "mongo_round_trips", "latency_p50_ms", "latency_p95_ms", "latency_p99_ms", "estimated",
 }  # fmt: skip
 
 
@@ -40,6 +40,10 @@ def test_bench_measures_both_settings_and_writes_results(tmp_path, capsys):
         assert set(row["peak_rss_mb_by_process"]) == {"market", "strategy", "executor", "gateway", "mongo"}
         assert row["peak_rss_mb"] == max(row["peak_rss_mb_by_process"].values())
         assert row["distinct_symbol_intervals"] == 5
+        # Counted on the wire by each service's command listener.
+        assert row["mongo_round_trips"]["gateway"]["by_command"]["update botinstances"] == 2   # lease + results
+        assert row["mongo_round_trips"]["executor"]["total"] > 0
+        assert 0 < row["latency_p50_ms"] <= row["latency_p95_ms"] <= row["latency_p99_ms"] < row["tick_seconds"] * 1000
     assert (project["setting"], baseline["setting"]) == ("project", "baseline")
 
     # Grouped: one candle request per (symbol, interval), one AI call per BUY/SELL group.

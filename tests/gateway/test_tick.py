@@ -382,3 +382,14 @@ async def test_grouping_can_be_turned_off_for_the_baseline(gateway_factory):
     assert body["summary"]["successful"] == 4
     assert gateway.fakes.market.count("GetCandles") == 4 and gateway.fakes.market.count("GetPrice") == 4
     assert len(gateway.fakes.strategy.calls) == 4
+
+
+def test_cycle_percentiles_are_nearest_rank():
+    from services.gateway.tick import cycle_percentiles
+
+    assert cycle_percentiles([]) == {}
+    samples = [n / 100 for n in range(100, 0, -1)]   # 0.01 .. 1.00 s, unordered
+    assert cycle_percentiles(samples) == {"botCycleP50Seconds": 0.5, "botCycleP95Seconds": 0.95,
+                                          "botCycleP99Seconds": 0.99}
+    assert cycle_percentiles([0.2]) == dict.fromkeys(("botCycleP50Seconds", "botCycleP95Seconds",
+                                                      "botCycleP99Seconds"), 0.2)

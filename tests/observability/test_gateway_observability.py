@@ -47,7 +47,8 @@ async def test_a_tick_moves_the_tick_metrics_and_bot_result_counters(gateway, me
     assert record["outcome"] == "ok"
     assert record["summary"] == body["summary"]
     assert record["finishedAt"] >= record["startedAt"]
-    assert {"claimSeconds", "servicesSeconds", "writeSeconds", "tickSeconds"} <= set(record["timings"])
+    assert {"claimSeconds", "servicesSeconds", "writeSeconds", "tickSeconds", "botCycleP50Seconds",
+            "botCycleP95Seconds", "botCycleP99Seconds"} <= set(record["timings"])
 
 
 async def test_a_tick_without_active_bots_counts_as_no_bots(gateway, metrics_port):
