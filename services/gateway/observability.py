@@ -3,8 +3,10 @@
 Metrics are recorded at once (in memory, cheap). The ``ticks`` document and
 the webhook events need MongoDB, so ``after_tick`` runs once the response has
 been sent: a slow or failing write here never delays or fails the tick. The
-TradeLogs to notify about are read back with ONE query per tick (the tick's
-logs all carry ``createdAt`` = the tick's start), never one per bot.
+TradeLogs to notify about come from the tick itself when all its writes
+succeeded (no read); after a failed write only what was stored counts, read
+back with ONE query per tick (the tick's logs all carry ``createdAt`` = the
+tick's start), never one per bot.
 """
 
 from __future__ import annotations
@@ -35,9 +37,16 @@ AFTER_TICK_TIMEOUT_SECONDS = 10.0
 TickOutcomeName = Literal["ok", "no_bots", "persist_failed", "db_unavailable"]
 
 # The TradeLogs a webhook can carry (services.notifications.registry.event_for decides the event).
+NOTIFIABLE_TYPES = ("TRADE", "SAFETY", "ERROR")
+NOTIFIABLE_SEVERITIES = ("ERROR", "CRITICAL")
 NOTIFIABLE_LOGS: dict[str, Any] = {
-    "$or": [{"logType": {"$in": ["TRADE", "SAFETY", "ERROR"]}}, {"severity": {"$in": ["ERROR", "CRITICAL"]}}]
+    "$or": [{"logType": {"$in": list(NOTIFIABLE_TYPES)}}, {"severity": {"$in": list(NOTIFIABLE_SEVERITIES)}}]
 }
+
+
+def notifiable(entry: dict[str, Any]) -> bool:
+    """The in-memory twin of NOTIFIABLE_LOGS."""
+    return entry.get("logType") in NOTIFIABLE_TYPES or entry.get("severity") in NOTIFIABLE_SEVERITIES
 
 
 @dataclass(frozen=True)
@@ -52,6 +61,7 @@ class TickReport:
     results: Sequence[BotResult] = ()
     timings: dict[str, float] = field(default_factory=dict)
     error: str | None = None
+    stored_logs: Sequence[dict[str, Any]] = ()   # see TickOutcome.stored_logs
 
     @classmethod
     def from_outcome(cls, outcome: TickOutcome, duration_seconds: float) -> TickReport:
@@ -67,6 +77,7 @@ class TickReport:
             results=outcome.results,
             timings=dict(outcome.timings),
             error=outcome.persist_error,
+            stored_logs=outcome.stored_logs if outcome.persist_error is None else (),
         )
 
     @classmethod
@@ -125,7 +136,10 @@ class TickObserver:
             log.error("writing the ticks document failed", extra={"tickId": report.tick_id, "error": repr(error)})
         if self._dispatcher is None or report.outcome not in ("ok", "persist_failed"):
             return  # no bots ran: nothing to notify
-        entries = await self.written_logs(report)
+        if report.outcome == "ok":   # every TradeLog of the tick is stored: no need to read them back
+            entries = [entry for entry in report.stored_logs if notifiable(entry)]
+        else:
+            entries = await self.written_logs(report)
         queued = self._dispatcher.enqueue(entries)
         if queued:
             log.info("webhook events queued", extra={"tickId": report.tick_id, "events": queued})

@@ -121,8 +121,9 @@ class BotRepository:
         except PyMongoError as error:
             raise DatabaseUnavailable(type(error).__name__) from error
 
-    async def write_results(self, tick_id: str, updates: Sequence[BotUpdate], logs: Sequence[dict[str, Any]]) -> None:
-        """Store every bot's results and release its lease, then append the TradeLogs.
+    async def write_results(self, tick_id: str, updates: Sequence[BotUpdate],
+                            logs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Store every bot's results and release its lease, then append the TradeLogs; returns them as stored.
 
         Each chunk is retried a few times on connection errors; updates are
         idempotent ($set, and $inc guarded by the lease owner, which the same
@@ -140,6 +141,7 @@ class BotRepository:
         for start in range(0, len(entries), CHUNK_SIZE):
             batch = entries[start : start + CHUNK_SIZE]
             await _with_retries(lambda batch=batch: _insert_ignoring_duplicates(self._db[TRADE_LOGS], batch))
+        return entries
 
 
 async def _insert_ignoring_duplicates(collection: Any, batch: list[dict[str, Any]]) -> None:

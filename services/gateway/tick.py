@@ -84,6 +84,8 @@ class TickOutcome:
     weight_plan: WeightPlan | None = None   # None: planning off or nothing to plan
     # Where the time went (logged; the benchmark separates database time from the rest).
     timings: dict[str, float] = field(default_factory=dict)
+    # The TradeLogs as written (with their _id) when every write succeeded; the webhooks' source.
+    stored_logs: Sequence[dict[str, Any]] = ()
 
 
 @dataclass
@@ -138,6 +140,7 @@ class _Tick:
         self.symbol_data: dict[tuple[str, str], asyncio.Task[tuple[str, common_pb2.SymbolFilters]]] = {}
         self.metadata = ((TICK_ID_METADATA_KEY, tick_id),)
         self.weight_plan: WeightPlan | None = None
+        self.stored_logs: list[dict[str, Any]] = []
 
     def time_left(self) -> float:
         return self.work_ends - time.monotonic()
@@ -172,7 +175,8 @@ class _Tick:
             identity = identity_of(document)
             results.append(_result(identity, "skipped", error="in progress (claimed by another tick)"))
         return TickOutcome(
-            self.tick_id, self.now, results, persist_error=persist_error, timings=timings, weight_plan=self.weight_plan
+            self.tick_id, self.now, results, persist_error=persist_error, timings=timings, weight_plan=self.weight_plan,
+            stored_logs=self.stored_logs,
         )
 
     # --- 1. documents -------------------------------------------------------
@@ -465,7 +469,7 @@ class _Tick:
         # The response must leave before the deadline, even if the database hangs mid-write.
         budget = max(self.started + self.config.deadline_seconds - RESPONSE_MARGIN_SECONDS - time.monotonic(), 0.1)
         try:
-            await asyncio.wait_for(self.repository.write_results(self.tick_id, updates, logs), budget)
+            self.stored_logs = await asyncio.wait_for(self.repository.write_results(self.tick_id, updates, logs), budget)
         except Exception as error:  # reported in the response; leases expire on their own
             log.error("writing tick results failed", exc_info=error)
             return f"Results could not be saved: {type(error).__name__}"

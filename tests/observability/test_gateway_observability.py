@@ -9,6 +9,7 @@ import time
 import httpx
 import pytest
 from bson import ObjectId
+from prometheus_client import REGISTRY
 from pymongo import AsyncMongoClient
 from pymongo.errors import ConnectionFailure
 
@@ -98,6 +99,11 @@ async def test_status_reports_bots_logs_and_the_last_tick(gateway):
     assert last["summary"]["totalBots"] == 2
 
 
+def _tradelog_reads() -> float:
+    labels = {"command": "find", "collection": "tradelogs"}
+    return REGISTRY.get_sample_value("tradebot_mongo_commands_total", labels) or 0.0
+
+
 async def test_webhook_receives_signed_trade_and_safety_events_after_the_tick(gateway):
     receiver = Receiver()
     server, task = await start_receiver(receiver)
@@ -107,6 +113,7 @@ async def test_webhook_receives_signed_trade_and_safety_events_after_the_tick(ga
         hook = new_webhook_document(gateway.user_id, receiver.url("/hooks/me"))
         receiver.secrets["/hooks/me"] = hook["secret"]
         gateway.db.webhooks.insert_one(hook)
+        reads_before = _tradelog_reads()
 
         await gateway.tick()
 
@@ -114,6 +121,8 @@ async def test_webhook_receives_signed_trade_and_safety_events_after_the_tick(ga
     finally:
         server.should_exit = True
         await task
+    # Every write succeeded: the events come from the tick's own logs, none is read back.
+    assert _tradelog_reads() == reads_before
     assert all(delivery.signature_valid for delivery in deliveries)
     by_event = {delivery.headers[EVENT_HEADER.lower()]: delivery for delivery in deliveries}
     assert set(by_event) == {"TRADE", "SAFETY"}
