@@ -103,3 +103,37 @@ async def test_a_cancelled_caller_does_not_cancel_the_shared_work():
     assert await second == ("done", True)
     with pytest.raises(asyncio.CancelledError):
         await first
+
+
+async def test_the_strategies_of_one_market_parse_its_candles_and_compute_its_indicators_once(monkeypatch):
+    from services.strategy import analysis
+
+    counts = {"parse": 0, "indicators": 0}
+    real_parse, real_indicators = analysis.parse_candles, analysis.compute_indicators
+
+    def counting_parse(candles):  # type: ignore[no-untyped-def]
+        counts["parse"] += 1
+        return real_parse(candles)
+
+    def counting_indicators(candles):  # type: ignore[no-untyped-def]
+        counts["indicators"] += 1
+        return real_indicators(candles)
+
+    monkeypatch.setattr(analysis, "parse_candles", counting_parse)
+    monkeypatch.setattr(analysis, "compute_indicators", counting_indicators)
+    analyzer = make_analyzer(strategy_settings())
+    try:
+        replies = await asyncio.gather(*(analyzer.analyze(analyze_request(bot_id)) for bot_id in (1, 2, 3, 4)))
+        assert len({analysis_.strategy_name for analysis_, _ in replies}) == 4     # four different analyses
+        assert len({tuple(sorted(a.indicators.items())) for a, _ in replies}) == 1   # on the same indicators
+        assert counts == {"parse": 1, "indicators": 1}
+
+        closes = factory.uptrend_closes()
+        await analyzer.analyze(analyze_request(1, [*closes, closes[-1] * 1.003]))  # the next candle: new work
+        assert counts == {"parse": 2, "indicators": 2}
+        other = analyze_request(2)
+        other.symbol = "ETHUSDT"   # the same numbers on another market are kept apart
+        await analyzer.analyze(other)
+        assert counts == {"parse": 3, "indicators": 3}
+    finally:
+        await analyzer.close()
