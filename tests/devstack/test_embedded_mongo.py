@@ -48,3 +48,33 @@ def test_a_missing_id_costs_about_what_a_present_one_does(mongo_client: MongoCli
     hit = average_seconds([f"key-{n}" for n in range(0, 20_000, 500)])
     miss = average_seconds([f"absent-{n}" for n in range(40)])
     assert miss < 3 * hit + 0.002
+
+
+def test_documents_are_validated_once_and_encoded_exactly_as_before(monkeypatch) -> None:
+    from datetime import UTC, datetime
+    from decimal import Decimal
+
+    import pytest
+    from mongoeco.core import codec
+
+    from services.devstack.mongo_server import _validate_each_document_once
+
+    document = {"_id": ObjectId(), "config": {"leverage": 5, "stops": [1.5, {"take": Decimal("2.5")}]},
+                "lastAnalysis": {"indicators": {"rsi": 41.2, "ema": [1, 2, 3]}, "at": datetime.now(UTC)},
+                "statistics": {"totalRuns": 2**40, "streak": {"losses": 0}}}
+    invalid = {"config": {"deep": {"deeper": {1, 2}}}}   # a set is not BSON
+    expected = codec.DocumentCodec.encode(document)
+    with pytest.raises(TypeError):
+        codec.DocumentCodec.encode(invalid)
+
+    monkeypatch.setattr(codec, "validate_bson_value", codec.validate_bson_value)   # restored afterwards
+    monkeypatch.setattr(codec.DocumentCodec, "encode", codec.DocumentCodec.encode)
+    checked: list[object] = []
+    real_validate = codec.validate_bson_value
+    monkeypatch.setattr(codec, "validate_bson_value", lambda value: (checked.append(value), real_validate(value)))
+    _validate_each_document_once()
+
+    assert codec.DocumentCodec.encode(document) == expected
+    assert checked == [document]                  # the whole document, once, not once per level
+    with pytest.raises(TypeError):
+        codec.DocumentCodec.encode(invalid)       # still refused, before anything is encoded
