@@ -374,7 +374,8 @@ class FakeBinanceMarket:
                 "serverTime": int(self.clock() * 1000),
                 "futuresType": "U_MARGINED",
                 "rateLimits": [
-                    {"rateLimitType": "REQUEST_WEIGHT", "interval": "MINUTE", "intervalNum": 1, "limit": 2400},
+                    {"rateLimitType": "REQUEST_WEIGHT", "interval": "MINUTE", "intervalNum": 1,
+                     "limit": self.weight_limit_1m},
                     {"rateLimitType": "ORDERS", "interval": "MINUTE", "intervalNum": 1, "limit": 1200},
                     {"rateLimitType": "ORDERS", "interval": "SECOND", "intervalNum": 10, "limit": 300},
                 ],
