@@ -15,6 +15,7 @@ from pymongo import monitoring
 
 from services.common.metrics import MONGO_COMMAND_SECONDS, MONGO_COMMANDS_TOTAL
 
+
 def _collection(event: monitoring.CommandStartedEvent) -> str:
     # find/insert/update/... name their collection in the command's first field; ping, hello and
     # endSessions carry a number or a list there, and getMore names it in "collection".

@@ -12,8 +12,8 @@ from pymongo.errors import ConnectionFailure, NetworkTimeout, ServerSelectionTim
 from tradebot.v1 import executor_pb2, executor_pb2_grpc
 
 from services.common.errors import Unavailable
-from services.common.mongo_metrics import COMMAND_LISTENER
 from services.common.grpc_server import ServiceBinding
+from services.common.mongo_metrics import COMMAND_LISTENER
 from services.executor.account_cache import AccountCache
 from services.executor.brokers.factory import BrokerFactory
 from services.executor.connections import ConnectionRepository

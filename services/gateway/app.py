@@ -19,13 +19,13 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from services.common.mongo_metrics import COMMAND_LISTENER
-from services.gateway.status_report import build_status_report
 from services.gateway.auth import CronAuthenticator
 from services.gateway.clients import ServiceClients
 from services.gateway.observability import TickObserver, TickReport, record_tick_metrics
 from services.gateway.repository import BotRepository, DatabaseUnavailable
 from services.gateway.results import iso_utc, response_body, summarize
 from services.gateway.settings import GatewaySettings
+from services.gateway.status_report import build_status_report
 from services.gateway.tick import TickConfig, TickRunner
 from services.notifications.dispatcher import WebhookDispatcher
 
