@@ -51,67 +51,20 @@ def require_candles(available: int, needed: int, who: str) -> None:
         )
 
 
-def _last(series: pd.Series, back: int = 0) -> float:
-    return float(series.iloc[-1 - back])
-
-
 def compute_indicators(candles: CandleSeries) -> Indicators:
+    """The indicators of the last closed candle: the last step of ``IndicatorSeries``."""
     require_candles(len(candles), MIN_CANDLES, "the analysis")
-    close = pd.Series(candles.close)
-    high = pd.Series(candles.high)
-    low = pd.Series(candles.low)
-    volume = pd.Series(candles.volume)
-
-    rsi = RSIIndicator(close, window=RSI_WINDOW).rsi()
-    macd = MACD(close, window_slow=MACD_SLOW, window_fast=MACD_FAST, window_sign=MACD_SIGNAL)
-    macd_line, macd_signal, macd_hist = macd.macd(), macd.macd_signal(), macd.macd_diff()
-    bands = BollingerBands(close, window=BOLLINGER_WINDOW, window_dev=BOLLINGER_DEVIATIONS)
-    atr = AverageTrueRange(high, low, close, window=ATR_WINDOW).average_true_range()
-    volume_ma = volume.rolling(VOLUME_MA_WINDOW).mean()
-
-    values: Indicators = {
-        "close": _last(close),
-        "rsi": _last(rsi),
-        "rsi_prev": _last(rsi, 1),
-        "macd": _last(macd_line),
-        "macd_signal": _last(macd_signal),
-        "macd_histogram": _last(macd_hist),
-        "macd_histogram_prev": _last(macd_hist, 1),
-        "bb_upper": _last(bands.bollinger_hband()),
-        "bb_middle": _last(bands.bollinger_mavg()),
-        "bb_lower": _last(bands.bollinger_lband()),
-        "atr": _last(atr),
-        "volume": _last(volume),
-        "volume_ma_20": _last(volume_ma),
-    }
-    for window in EMA_WINDOWS:
-        ema = EMAIndicator(close, window=window).ema_indicator()
-        values[f"ema_{window}"] = _last(ema)
-        if window == 50:
-            values["ema_50_prev"] = _last(ema, SLOPE_LOOKBACK)
-
-    if float(close.max()) == float(close.min()):
-        # ta reports 100 when nothing ever fell; a price that never moved is neutral.
-        values["rsi"] = values["rsi_prev"] = 50.0
-    width = values["bb_upper"] - values["bb_lower"]
-    values["bb_percent_b"] = (values["close"] - values["bb_lower"]) / width if width > 0 else 0.5
-    values["atr_pct"] = values["atr"] / values["close"] * 100.0
-    values["volume_ratio"] = values["volume"] / values["volume_ma_20"] if values["volume_ma_20"] > 0 else 0.0
-
-    missing = sorted(name for name, value in values.items() if not math.isfinite(value))
-    if missing:
-        # Cannot happen with MIN_CANDLES valid candles; refuse rather than send NaN.
-        raise FailedPrecondition(f"indicators could not be computed from these candles: {', '.join(missing)}")
-    return values
+    return IndicatorSeries(candles).at(-1)
 
 
 class IndicatorSeries:
-    """Every indicator computed once over a whole candle history (backtests).
+    """Every indicator computed once over a whole candle history.
 
     All of them are causal (EMAs, Wilder smoothing, rolling windows), so the
     value at index i depends only on candles 0..i: ``at(i)`` equals
     ``compute_indicators`` on the first i + 1 candles, which a test proves.
-    Computing once turns a year of 5-minute steps from ~10^5 pandas runs into one.
+    Computing once turns a year of 5-minute steps (backtests) from ~10^5
+    pandas runs into one; a live analysis reads its last step.
     """
 
     def __init__(self, candles: CandleSeries) -> None:
