@@ -15,6 +15,8 @@ import signal
 import sys
 from pathlib import Path
 
+from bson import ObjectId
+
 
 def speed_up_memory_engine(engine_class: type) -> None:
     """Three costs of mongoeco's memory engine that grow with data it need not look at.
@@ -33,8 +35,6 @@ def speed_up_memory_engine(engine_class: type) -> None:
 
 
 def _exact_id(value: object) -> bool:
-    from bson import ObjectId
-
     return isinstance(value, ObjectId | str)
 
 

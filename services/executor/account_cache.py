@@ -35,6 +35,7 @@ ENTRY_TTL_SECONDS = 300.0
 SWEEP_INTERVAL_SECONDS = 5.0
 
 T = TypeVar("T")
+V = TypeVar("V")
 _Key = tuple[str, str]   # (connection id, tick id)
 
 
@@ -137,12 +138,9 @@ class AccountCache:
     ) -> ExchangePosition | None:
         """The symbol's position: from the account's shared snapshot, or read alone if it changed this tick."""
         key = (connection_id, tick_id)
-        if self._is_changed(key, symbol):
-            return await read_one(symbol)
-        snapshot = await self._positions.get(key, read_all)
-        if self._is_changed(key, symbol):   # changed while the snapshot was being read
-            return await read_one(symbol)
-        return snapshot.get(symbol)
+        return await self._snapshot_or_alone(
+            key, symbol, lambda: self._positions.get(key, read_all), lambda: read_one(symbol), None
+        )
 
     # -- today's realised PnL ------------------------------------------------
     async def daily_pnl(
@@ -156,13 +154,22 @@ class AccountCache:
     ) -> Decimal:
         """The symbol's realised PnL since ``since_ms``: from the account's per-tick snapshot, or
         read alone once the symbol changed this tick (a trade of it may have closed since)."""
-        key = (connection_id, tick_id)
+        return await self._snapshot_or_alone(
+            (connection_id, tick_id), symbol,
+            lambda: self._daily_pnl.get((connection_id, f"{tick_id}@{since_ms}"), lambda: read_all(since_ms)),
+            lambda: read_one(symbol, since_ms), Decimal(0),
+        )
+
+    async def _snapshot_or_alone(self, key: _Key, symbol: str, snapshot: Callable[[], Awaitable[dict[str, V]]],
+                                 alone: Callable[[], Awaitable[V]], absent: V) -> V:
+        """The freshness rule above: a changed symbol is read alone, also if it changed while the
+        account's snapshot was being read; otherwise the snapshot's value (``absent`` if it has none)."""
         if self._is_changed(key, symbol):
-            return await read_one(symbol, since_ms)
-        snapshot = await self._daily_pnl.get((connection_id, f"{tick_id}@{since_ms}"), lambda: read_all(since_ms))
+            return await alone()
+        values = await snapshot()
         if self._is_changed(key, symbol):
-            return await read_one(symbol, since_ms)
-        return snapshot.get(symbol, Decimal(0))
+            return await alone()
+        return values.get(symbol, absent)
 
     def mark_changed(self, connection_id: str, tick_id: str, symbol: str) -> None:
         """The symbol's position may differ from the snapshot from now on: later reads go to the exchange."""
