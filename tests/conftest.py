@@ -1,16 +1,18 @@
 """Fixtures shared by every test package.
 
 ``mongo_uri`` is one real mongoeco wire server (memory engine) per test
-session; tests isolate themselves by database name (``mongo_db_name``).
+session; tests isolate themselves by database name (``mongo_db_name``);
+``db`` is an async handle on that database.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
-from pymongo import MongoClient
+from pymongo import AsyncMongoClient, MongoClient
+from pymongo.asynchronous.database import AsyncDatabase
 
 from tests.support.processes import start_mongo
 
@@ -36,3 +38,13 @@ def mongo_client(mongo_uri: str) -> Iterator[MongoClient]:
         yield client
     finally:
         client.close()
+
+
+@pytest.fixture
+async def db(mongo_uri: str, mongo_db_name: str) -> AsyncIterator[AsyncDatabase]:
+    """An async handle on the test's own database (tests/cli overrides it with a synchronous one)."""
+    client: AsyncMongoClient = AsyncMongoClient(mongo_uri, tz_aware=True)
+    try:
+        yield client[mongo_db_name]
+    finally:
+        await client.close()

@@ -1,4 +1,4 @@
-"""Fixtures for the executor tests: an async Mongo database, Fernet keys, a gRPC server on port 0."""
+"""Fixtures for the executor tests: Fernet keys, a paper connection, a gRPC server on port 0 (`db` is shared)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ import grpc
 import pytest
 from bson import ObjectId
 from cryptography.fernet import Fernet
-from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 from tradebot.v1 import executor_pb2_grpc
 
@@ -18,15 +17,6 @@ from services.common.grpc_server import GrpcService, start_server
 from services.executor.admin import store_connection_async
 from services.executor.server import ExecutorApp
 from services.executor.settings import ExecutorSettings
-
-
-@pytest.fixture
-async def db(mongo_uri: str, mongo_db_name: str) -> AsyncIterator[AsyncDatabase]:
-    client: AsyncMongoClient = AsyncMongoClient(mongo_uri, tz_aware=True)
-    try:
-        yield client[mongo_db_name]
-    finally:
-        await client.close()
 
 
 @pytest.fixture

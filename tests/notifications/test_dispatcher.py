@@ -10,7 +10,6 @@ from datetime import UTC, datetime
 
 import pytest
 from bson import ObjectId
-from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
 from services.common.metrics import WEBHOOK_DELIVERIES_TOTAL
@@ -19,15 +18,6 @@ from services.notifications.registry import new_webhook_document
 from tests.notifications.receiver import Receiver, start_receiver
 
 FAST_RETRY = RetryPolicy(max_attempts=3, initial_backoff=0.05, max_backoff=0.2, request_timeout=1.0)
-
-
-@pytest.fixture
-async def db(mongo_uri: str, mongo_db_name: str) -> AsyncIterator[AsyncDatabase]:
-    client: AsyncMongoClient = AsyncMongoClient(mongo_uri, tz_aware=True)
-    try:
-        yield client[mongo_db_name]
-    finally:
-        await client.close()
 
 
 @pytest.fixture
