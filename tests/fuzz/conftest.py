@@ -20,7 +20,6 @@ from services.market.sources.simulated import SimulatedMarketSource
 from services.strategy.server import build_analyzer, strategy_binding
 from tests.executor.conftest import (  # noqa: F401 (fixtures reused as they are)
     RunningExecutor,
-    db,
     executor,
     executor_settings,
     fernet_key,

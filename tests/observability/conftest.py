@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from services.common import metrics
-from tests.executor.conftest import db, executor, executor_settings, fernet_key, paper_connection  # noqa: F401
+from tests.executor.conftest import executor, executor_settings, fernet_key, paper_connection  # noqa: F401
 from tests.gateway.conftest import fake_services, fakes, gateway, gateway_factory  # noqa: F401
 from tests.support.processes import free_port
 
