@@ -87,25 +87,30 @@ def fakes(fake_services: FakeServices) -> FakeServices:
 GatewayFactory = Callable[..., contextlib.AbstractAsyncContextManager[Gateway]]
 
 
+def gateway_settings(mongo_uri: str, mongo_db_name: str, fakes: FakeServices, **overrides: Any) -> GatewaySettings:
+    """A gateway on the test's database and the in-process fake services, with short test deadlines."""
+    addresses = fakes.addresses
+    values: dict[str, Any] = {
+        "cron_secret": CRON_SECRET,
+        "mongodb_uri": mongo_uri,
+        "mongodb_db": mongo_db_name,
+        "market_addr": addresses["market"],
+        "strategy_addr": addresses["strategy"],
+        "executor_addr": addresses["executor"],
+        "tick_deadline_seconds": 20.0,
+        "write_reserve_seconds": 3.0,
+        "lease_seconds": 60.0,
+    }
+    return GatewaySettings(**{**values, **overrides})
+
+
 @pytest.fixture
 def gateway_factory(
     mongo_uri: str, mongo_client: MongoClient, mongo_db_name: str, fakes: FakeServices
 ) -> GatewayFactory:
     @contextlib.asynccontextmanager
     async def start(**overrides: Any) -> AsyncIterator[Gateway]:
-        addresses = fakes.addresses
-        values: dict[str, Any] = {
-            "cron_secret": CRON_SECRET,
-            "mongodb_uri": mongo_uri,
-            "mongodb_db": mongo_db_name,
-            "market_addr": addresses["market"],
-            "strategy_addr": addresses["strategy"],
-            "executor_addr": addresses["executor"],
-            "tick_deadline_seconds": 20.0,
-            "write_reserve_seconds": 3.0,
-            "lease_seconds": 60.0,
-        }
-        settings = GatewaySettings(**{**values, **overrides})
+        settings = gateway_settings(mongo_uri, mongo_db_name, fakes, **overrides)
         recorder = CommandRecorder()
         repository = BotRepository.connect(settings.mongodb_uri, settings.mongodb_db, timeout_ms=1000,
                                            event_listeners=[recorder])  # fmt: skip

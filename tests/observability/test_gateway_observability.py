@@ -16,11 +16,10 @@ from pymongo.errors import ConnectionFailure
 from services.devstack.seed import PRESET_BOTS, bot_document
 from services.gateway.app import create_app
 from services.gateway.repository import BotRepository
-from services.gateway.settings import GatewaySettings
 
 from services.notifications.registry import new_webhook_document
 from services.notifications.signing import EVENT_HEADER
-from tests.gateway.conftest import AUTH, CRON_SECRET
+from tests.gateway.conftest import AUTH, CRON_SECRET, gateway_settings
 from tests.notifications.receiver import Receiver, start_receiver
 from tests.observability.scrape import moved, scrape, value
 from tests.support.processes import free_port
@@ -145,12 +144,7 @@ class _UnwritableRepository(BotRepository):
 async def test_results_that_cannot_be_saved_count_as_persist_failed(
     mongo_uri, mongo_client, mongo_db_name, fakes, metrics_port
 ):
-    addresses = fakes.addresses
-    settings = GatewaySettings(
-        cron_secret=CRON_SECRET, mongodb_uri=mongo_uri, mongodb_db=mongo_db_name,
-        market_addr=addresses["market"], strategy_addr=addresses["strategy"], executor_addr=addresses["executor"],
-        tick_deadline_seconds=20.0, write_reserve_seconds=3.0, lease_seconds=60.0,
-    )  # fmt: skip
+    settings = gateway_settings(mongo_uri, mongo_db_name, fakes)
     repository = _UnwritableRepository(AsyncMongoClient(mongo_uri, tz_aware=True), mongo_db_name)
     mongo_client[mongo_db_name].botinstances.insert_one(bot_document(ObjectId(), PRESET_BOTS[0]))
     app = create_app(settings, repository=repository)

@@ -14,20 +14,14 @@ from pymongo import MongoClient
 
 from services.devstack.seed import PRESET_BOTS, bot_document
 from services.gateway.app import create_app
-from services.gateway.settings import GatewaySettings
 from tests.cli.conftest import RunCli, cli_env, run_cli  # noqa: F401
-from tests.gateway.conftest import AUTH, CRON_SECRET
+from tests.gateway.conftest import AUTH, CRON_SECRET, gateway_settings
 from tests.gateway.fakes import FakeServices
 
 
 @pytest.fixture
 async def gateway_url(mongo_uri: str, mongo_db_name: str, fakes: FakeServices) -> AsyncIterator[str]:
-    addresses = fakes.addresses
-    settings = GatewaySettings(
-        cron_secret=CRON_SECRET, mongodb_uri=mongo_uri, mongodb_db=mongo_db_name,
-        market_addr=addresses["market"], strategy_addr=addresses["strategy"], executor_addr=addresses["executor"],
-        tick_deadline_seconds=20.0, write_reserve_seconds=3.0, lease_seconds=60.0,
-    )  # fmt: skip
+    settings = gateway_settings(mongo_uri, mongo_db_name, fakes)
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     server = uvicorn.Server(uvicorn.Config(create_app(settings), log_config=None, access_log=False))
