@@ -10,7 +10,6 @@ a child process read through ``/_fake/stats``.
 from __future__ import annotations
 
 import json
-import re
 import secrets
 import tempfile
 import threading
@@ -25,6 +24,8 @@ from typing import Any
 import httpx
 import psutil
 from cryptography.fernet import Fernet
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.samples import Sample
 from pymongo import MongoClient
 
 from bench.population import BotPlan, distinct_strategy_markets, distinct_symbol_intervals, seed
@@ -181,7 +182,7 @@ def measure_tick(plans: Sequence[BotPlan], setting: str, options: RunOptions) ->
             body = response.json()
             timings = _tick_timings(stack.processes["gateway"].lines)
             ai = _openai_stats(openai_url)
-            metrics_text = {name: _scrape(port) for name, port in metrics_ports.items()}
+            samples = {name: _scrape(port) for name, port in metrics_ports.items()}
             signals = _technical_signals(stack.processes["strategy"].lines)
         finally:
             if stack is not None:
@@ -213,14 +214,14 @@ def measure_tick(plans: Sequence[BotPlan], setting: str, options: RunOptions) ->
         "distinct_buy_sell_groups": len(set(signals)),
         "buy_sell_analyses": len(signals),
         "ai_calls": ai,
-        "ai_tokens": _ai_tokens(metrics_text["strategy"]),
+        "ai_tokens": _ai_tokens(samples["strategy"]),
         "weight_used": binance.total_weight,
         "peak_rss_mb": max(peaks.values()) if peaks else None,
         "peak_rss_mb_by_process": peaks,
         # Where the tick's CPU went (2 cores shared by all processes).
         "cpu_seconds_by_process": cpu,
         # Counted by each service's MongoDB command listener (tradebot_mongo_commands_total).
-        "mongo_round_trips": {name: _mongo_commands(metrics_text[name]) for name in ("gateway", "executor")},
+        "mongo_round_trips": {name: _mongo_commands(samples[name]) for name in ("gateway", "executor")},
         # Each bot's executor cycle as the gateway timed it (market data and analysis are shared per group).
         **{f"latency_p{p}_ms": _milliseconds(timings.get(f"botCycleP{p}Seconds")) for p in (50, 95, 99)},
         "summary": summary,
@@ -285,29 +286,26 @@ def _openai_stats(openai_url: str) -> int:
         return int(json.load(reply)["requests"])
 
 
-_TOKENS = re.compile(r'^tradebot_strategy_ai_tokens_total\{kind="(\w+)"\} ([0-9.e+]+)$', re.MULTILINE)
-_MONGO_COMMANDS = re.compile(
-    r'^tradebot_mongo_commands_total\{collection="([^"]*)",command="(\w+)"\} ([0-9.e+]+)$', re.MULTILINE
-)
-
-
-def _scrape(port: int) -> str:
+def _scrape(port: int) -> list[Sample]:
+    """Every sample one service's /metrics endpoint exposes (none if it cannot be read)."""
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as reply:  # noqa: S310
-            return str(reply.read().decode())
+            text = reply.read().decode()
     except OSError:
-        return ""
+        return []
+    return [sample for family in text_string_to_metric_families(text) for sample in family.samples]
 
 
-def _ai_tokens(metrics_text: str) -> int | None:
-    found = _TOKENS.findall(metrics_text)
-    return int(sum(float(value) for _, value in found)) if found else None
+def _ai_tokens(samples: Sequence[Sample]) -> int | None:
+    tokens = [sample.value for sample in samples if sample.name == "tradebot_strategy_ai_tokens_total"]
+    return int(sum(tokens)) if tokens else None
 
 
-def _mongo_commands(metrics_text: str) -> dict[str, Any]:
-    """{"total": n, "by_command": {"find paperpositions": n, ...}} from one service's /metrics."""
+def _mongo_commands(samples: Sequence[Sample]) -> dict[str, Any]:
+    """{"total": n, "by_command": {"find paperpositions": n, ...}} from one service's samples."""
     by_command = {
-        f"{command} {collection}".strip(): int(float(value))
-        for collection, command, value in _MONGO_COMMANDS.findall(metrics_text)
+        f"{sample.labels['command']} {sample.labels['collection']}".strip(): int(sample.value)
+        for sample in samples
+        if sample.name == "tradebot_mongo_commands_total"
     }
     return {"total": sum(by_command.values()), "by_command": dict(sorted(by_command.items()))}
