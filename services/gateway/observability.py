@@ -77,7 +77,7 @@ class TickReport:
             results=outcome.results,
             timings=dict(outcome.timings),
             error=outcome.persist_error,
-            stored_logs=outcome.stored_logs if outcome.persist_error is None else (),
+            stored_logs=outcome.stored_logs,
         )
 
     @classmethod
