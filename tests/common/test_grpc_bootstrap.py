@@ -9,7 +9,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from services.common.errors import InvalidArgument, ResourceExhausted, Unavailable
-from services.common.grpc_client import make_channel
+from services.common.grpc_client import make_channel, normalise_target
 from services.common.grpc_server import ServiceBinding, start_server
 from services.common.tls import ClientTls, ServerTls, client_tls_from_env, server_tls_from_env
 from services.common.settings import SettingsError
@@ -161,3 +161,37 @@ def test_half_configured_tls_refuses_to_start(pki):
         client_tls_from_env({"GRPC_TLS_CLIENT_CERT": str(pki["client"].cert)})
     assert server_tls_from_env({}) is None and client_tls_from_env({}) is None
     assert isinstance(server_tls_from_env(server_env(pki, True)), ServerTls)
+
+
+class CountingMarket(market_pb2_grpc.MarketDataServicer):
+    """One replica: counts the calls it answers."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def GetPrice(self, request, context):
+        self.calls += 1
+        return market_pb2.GetPriceResponse(symbol=request.symbol, price="1.5")
+
+
+async def test_one_channel_spreads_its_calls_over_every_replica_round_robin():
+    # A plain host:port becomes a dns:/// target, whose resolver returns every replica's address;
+    # two addresses given directly stand for that here (localhost resolves to one address only).
+    assert normalise_target("market:50051") == "dns:///market:50051"
+    replicas = [CountingMarket(), CountingMarket()]
+    servers = [await start_server([ServiceBinding("tradebot.v1.MarketData", replica,
+                                                  market_pb2_grpc.add_MarketDataServicer_to_server)])
+               for replica in replicas]  # fmt: skip
+    try:
+        target = "ipv4:" + ",".join(f"127.0.0.1:{server.port}" for server in servers)
+        async with make_channel(target, tls=None) as channel:
+            stub = market_pb2_grpc.MarketDataStub(channel)
+            for _ in range(20):
+                await stub.GetPrice(market_pb2.GetPriceRequest(symbol="BTCUSDT"), timeout=5, wait_for_ready=True)
+    finally:
+        for server in servers:
+            await server.stop(0)
+    # Every replica takes a share (pick_first would send all 20 to one; round_robin alternates
+    # once both connections are up, the first calls may all land on the first one ready).
+    assert sum(replica.calls for replica in replicas) == 20
+    assert all(replica.calls >= 5 for replica in replicas), [replica.calls for replica in replicas]

@@ -151,9 +151,11 @@ class FakeExecutor(executor_pb2_grpc.ExecutorServicer):
     events: dict[str, list[executor_pb2.ExecutorEvent]] = field(default_factory=dict)
     gate: asyncio.Event | None = None                           # set: every call waits for it
     entered: asyncio.Event = field(default_factory=asyncio.Event)
+    peers: set[str] = field(default_factory=set)                # client address:port of every call
 
     async def RunCycle(self, request, context):
         self.calls.append((request, _metadata(context)))
+        self.peers.add(context.peer())
         self.entered.set()
         if self.gate is not None:
             await self.gate.wait()

@@ -393,3 +393,12 @@ def test_cycle_percentiles_are_nearest_rank():
                                           "botCycleP99Seconds": 0.99}
     assert cycle_percentiles([0.2]) == dict.fromkeys(("botCycleP50Seconds", "botCycleP95Seconds",
                                                       "botCycleP99Seconds"), 0.2)
+
+
+async def test_ticks_reuse_one_channel_to_the_executor(gateway):
+    gateway.add_bots(8)
+    await gateway.tick()
+    await gateway.tick()
+    assert len(gateway.fakes.executor.calls) == 16
+    # One connection for 16 concurrent calls over two ticks: the channel is built once and reused.
+    assert len(gateway.fakes.executor.peers) == 1, gateway.fakes.executor.peers
