@@ -21,6 +21,7 @@ ROW_FIELDS = {
     "bots", "symbols", "setting", "tick_seconds", "db_seconds", "kline_requests", "distinct_symbol_intervals",
     "ai_calls", "weight_used", "peak_rss_mb", "peak_rss_mb_by_process", "distinct_buy_sell_groups",
     "buy_sell_analyses", "mongo_round_trips", "latency_p50_ms", "latency_p95_ms", "latency_p99_ms", "estimated",
+    "bots_per_second", "ai_tokens", "cpu_seconds_by_process",
 }  # fmt: skip
 
 
@@ -49,6 +50,8 @@ def test_bench_measures_both_settings_and_writes_results(tmp_path, capsys):
     # Grouped: one candle request per (symbol, interval), one AI call per BUY/SELL group.
     assert project["kline_requests"] == 5
     assert project["ai_calls"] == project["distinct_buy_sell_groups"] == project["buy_sell_analyses"]
+    if project["ai_calls"]:
+        assert project["ai_tokens"] > 0   # read from the strategy service's /metrics
     # Baseline: one candle request and one analysis per bot; every BUY/SELL analysis asks the AI.
     assert baseline["kline_requests"] == 20
     assert baseline["ai_calls"] == baseline["buy_sell_analyses"]
