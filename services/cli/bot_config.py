@@ -18,7 +18,7 @@ from typing import Any
 from bson import ObjectId
 
 from services.cli.errors import USAGE, CliError
-from services.gateway.documents import MAX_PRICE_DISTANCE_PERCENT, MIN_PRICE_DISTANCE_PERCENT, new_bot_document
+from services.common.bot_documents import MAX_PRICE_DISTANCE_PERCENT, MIN_PRICE_DISTANCE_PERCENT, new_bot_document
 
 # Mirrors services/strategy/strategies (bot_id -> name); only the default botName.
 PRESET_NAMES = {1: "Bitcoin Pro", 2: "Safe Trader", 3: "Trend Rider", 4: "Range Scalper"}

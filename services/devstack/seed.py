@@ -13,7 +13,7 @@ from typing import Any
 from bson import ObjectId
 from pymongo.database import Database
 
-from services.gateway.documents import new_bot_document
+from services.common.bot_documents import new_bot_document
 
 DEMO_EMAIL = "demo@tradebot.local"
 

@@ -24,7 +24,7 @@ from services.gateway.conversions import (
     side_name,
     signal_to_document,
 )
-from services.gateway.documents import BotIdentity, BotStatisticsValues
+from services.common.bot_documents import BotIdentity, BotStatisticsValues
 
 LOG_TYPES = ("TRADE", "ERROR", "ANALYSIS", "SAFETY", "SYSTEM")
 SEVERITIES = ("INFO", "WARNING", "ERROR", "CRITICAL")

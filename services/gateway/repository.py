@@ -22,7 +22,7 @@ from pymongo import AsyncMongoClient, UpdateOne
 from pymongo.errors import BulkWriteError, ConnectionFailure, PyMongoError
 
 from services.common.mongo_metrics import COMMAND_LISTENER
-from services.gateway.documents import BOT_PROJECTION
+from services.common.bot_documents import BOT_PROJECTION
 from services.gateway.weight_plan import LIVE_MODES
 
 log = logging.getLogger(__name__)

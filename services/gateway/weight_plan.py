@@ -37,7 +37,7 @@ from typing import Any
 
 from services.common.binance_weights import EXCHANGE_INFO_WEIGHT, klines_weight
 from services.common.binance_weights import MARK_PRICE_WEIGHT_ONE_SYMBOL as PRICE_WEIGHT
-from services.gateway.documents import BotDocument
+from services.common.bot_documents import BotDocument
 
 DEFAULT_WEIGHT_BUDGET = 1920  # 80 % of Binance's 2400 per IP per minute: headroom for retries and other clients
 ACCOUNT_READ_WEIGHT = 5        # GET /fapi/v3/account: balances + positions of one account

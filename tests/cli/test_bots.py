@@ -42,7 +42,7 @@ def test_create_writes_a_seed_shaped_bot_the_gateway_accepts(run_cli: RunCli, db
     assert bot["currentPosition"] is None and bot["lastAnalysis"] is None
     assert bot["statistics"]["consecutiveLosses"] == 0 and bot["statistics"]["totalTrades"] == 0
     assert bot["createdAt"] == bot["updatedAt"]
-    documents = pytest.importorskip("services.gateway.documents")
+    documents = pytest.importorskip("services.common.bot_documents")
     parsed = documents.parse_bot(bot)  # the tick reads it without complaint
     assert parsed.config.leverage == 5 and str(parsed.config.stop_loss_percent) == "2.5"
 

@@ -35,7 +35,7 @@ from typing import Any
 
 from aiohttp import web
 
-from services.market.intervals import VALID_INTERVALS
+from services.common.intervals import VALID_INTERVALS
 from services.market.sources.simulated import SimulatedMarketSource
 from services.market.sources.universe import SIMULATED_UNIVERSE
 

@@ -9,7 +9,7 @@ import pytest
 from bson import Decimal128, ObjectId
 
 from services.devstack.seed import PRESET_BOTS, bot_document
-from services.gateway.documents import InvalidBotDocument, parse_bot
+from services.common.bot_documents import InvalidBotDocument, parse_bot
 
 
 def document(**config_overrides):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from bson import ObjectId
 
 from services.devstack.seed import PRESET_BOTS, bot_document
-from services.gateway.documents import parse_bot
+from services.common.bot_documents import parse_bot
 from services.gateway.weight_plan import (
     ACCOUNT_READ_WEIGHT,
     DEFAULT_WEIGHT_BUDGET,

@@ -11,7 +11,7 @@ from services.common.errors import InvalidArgument, ResourceExhausted, Unavailab
 from services.common.settings import SettingsError
 from services.market.backoff import RateLimitBackoff, retry_after_seconds
 from services.market.cache import Loaded, SingleFlightCache
-from services.market.intervals import close_time_of, open_time_containing, validate_interval
+from services.common.intervals import close_time_of, open_time_containing, validate_interval
 from services.market.settings import MarketSettings
 from services.market.weight import WeightBudget, klines_weight
 from tests.market.conftest import FakeClock

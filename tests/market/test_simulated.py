@@ -10,7 +10,7 @@ import grpc
 import pytest
 from tradebot.v1 import market_pb2
 
-from services.market.intervals import FIXED_INTERVAL_MS
+from services.common.intervals import FIXED_INTERVAL_MS
 from services.market.sources.simulated import SimulatedMarketSource
 from services.market.sources.universe import SIMULATED_UNIVERSE
 from tests.market.conftest import START

@@ -21,7 +21,7 @@ import numpy as np
 import numpy.typing as npt
 
 from services.common.errors import InvalidArgument
-from services.market.intervals import (
+from services.common.intervals import (
     FIXED_INTERVAL_MS,
     close_time_of,
     open_time_containing,

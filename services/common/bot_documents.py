@@ -4,6 +4,9 @@ The collection is shared with the Next.js app (Mongoose names, camelCase),
 so a document can be anything a user or an old app version wrote. Each bot
 is parsed on its own: a broken document raises ``InvalidBotDocument`` with
 a message naming the field and the bad value, and only that bot fails.
+The gateway parses what it claims; the executor parses the same document
+again before it trades, with this same code, because the stored bot (not the
+caller's request) is what it acts on.
 """
 
 from __future__ import annotations
