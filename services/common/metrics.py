@@ -115,8 +115,8 @@ SAFETY_TRIPS_TOTAL = Counter(
 
 WEBHOOK_DELIVERIES_TOTAL = Counter(
     "tradebot_webhook_deliveries_total",
-    "Webhook deliveries by outcome: delivered (2xx), rejected (4xx, not retried), failed (retries exhausted), "
-    "dropped (queue full).",
+    "Webhook deliveries by outcome: delivered (2xx), rejected (3xx/4xx, not retried), failed (retries exhausted), "
+    "dropped (queue full), blocked (the target is not a public address and not allowed).",
     ["outcome"],
 )
 

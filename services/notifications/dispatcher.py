@@ -5,8 +5,14 @@ The gateway calls ``enqueue(entries)`` after the tick's results are written.
 never awaits), and drops with a warning when the queue is full: a slow or
 dead receiver must not delay trading. Worker tasks look up the user's
 webhooks in MongoDB and POST each event with bounded retries: exponential
-back-off on 5xx, timeouts and connection errors; none on 4xx (the receiver
-refused the payload, sending it again will not change that).
+back-off on 5xx, timeouts and connection errors; none on 4xx or 3xx (the
+receiver refused the payload, sending it again will not change that).
+
+Receivers are untrusted, so each attempt is fenced in (see egress.py):
+the host is resolved here and every address vetted before anything is sent,
+the connection goes to the vetted address itself, redirects are never
+followed, at most ``RESPONSE_BYTES_CAP`` raw bytes of the answer are read
+(never decompressed), and one deadline bounds the whole attempt.
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -30,6 +36,13 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from services.common.jsonlog import register_secret
 from services.common.metrics import WEBHOOK_DELIVERIES_TOTAL
+from services.notifications.egress import (
+    ALLOWED_SCHEMES,
+    DEFAULT_PORTS,
+    EgressRefused,
+    IPNetwork,
+    resolve_permitted,
+)
 from services.notifications.registry import COLLECTION, event_for, subscribes
 from services.notifications.signing import (
     DELIVERY_HEADER,
@@ -41,13 +54,17 @@ from services.notifications.signing import (
 
 log = logging.getLogger(__name__)
 
+# Only the status matters; the body is read (raw, undecoded) just far enough to end the exchange cleanly.
+RESPONSE_BYTES_CAP = 64 * 1024
+
 
 @dataclass(frozen=True)
 class RetryPolicy:
     max_attempts: int = 4            # first try included
     initial_backoff: float = 0.5     # seconds before the 2nd attempt; doubles each time
     max_backoff: float = 8.0
-    request_timeout: float = 5.0     # per attempt
+    # Seconds for one whole attempt: DNS, connect, TLS, send, the answer's headers and (capped) body.
+    request_timeout: float = 5.0
 
     def backoff(self, attempt: int) -> float:
         """Seconds to wait after failed attempt number ``attempt`` (1-based)."""
@@ -86,9 +103,45 @@ def build_payload(entry: Mapping[str, Any], event: str, delivery_id: str) -> byt
 
 
 def _safe_target(url: str) -> str:
-    """Where a delivery went, for logs: scheme and host only (paths and queries may hold tokens)."""
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+    """Where a delivery went, for logs: scheme, host and port only (paths and queries may hold tokens)."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        port = parts.port or DEFAULT_PORTS.get(parts.scheme)
+    except ValueError:
+        return "<malformed URL>"
+    shown = f"[{host}]" if ":" in host else host
+    return f"{parts.scheme}://{shown}" + (f":{port}" if port else "")
+
+
+@dataclass(frozen=True)
+class _Target:
+    """A webhook URL split into what is sent where: the host it names and the port to connect to."""
+
+    url: httpx.URL
+    host: str        # ASCII (IDNA) form, no brackets: resolved, and the TLS server name
+    port: int
+
+    @classmethod
+    def parse(cls, raw: str) -> _Target:
+        try:
+            url = httpx.URL(raw)
+        except httpx.InvalidURL:
+            raise EgressRefused("the URL cannot be parsed") from None
+        if url.scheme not in ALLOWED_SCHEMES:
+            raise EgressRefused(f"scheme {url.scheme!r} is not http or https")
+        host = url.raw_host.decode("ascii")
+        if not host:
+            raise EgressRefused("the URL has no host")
+        return cls(url, host, url.port or DEFAULT_PORTS[url.scheme])
+
+    def pinned(self, address: str) -> httpx.URL:
+        """The URL with its host replaced by a vetted address: httpx then connects there, with no lookup."""
+        return self.url.copy_with(host=address)
+
+    @property
+    def host_header(self) -> str:
+        return self.url.netloc.decode("ascii")  # host[:port] as written, no credentials
 
 
 @dataclass(frozen=True)
@@ -106,10 +159,20 @@ class WebhookDispatcher:
         queue_size: int = 1000,
         workers: int = 4,
         retry: RetryPolicy = RetryPolicy(),
+        allowed_networks: Sequence[IPNetwork] = (),
     ) -> None:
+        """``allowed_networks``: non-public networks that webhooks may reach all the same (operator's choice)."""
         self._webhooks = db[COLLECTION]
         self._owns_client = client is None
-        self._client = client or httpx.AsyncClient(follow_redirects=False)
+        # An explicit transport ignores HTTP(S)_PROXY: a proxy would do its own DNS lookup and connect,
+        # bypassing the vetted address. No keep-alive: a TLS connection made for one host name must not
+        # carry a request for another name that resolved to the same address.
+        self._client = client or httpx.AsyncClient(
+            follow_redirects=False,
+            trust_env=False,
+            transport=httpx.AsyncHTTPTransport(limits=httpx.Limits(max_keepalive_connections=0)),
+        )
+        self._allowed_networks = tuple(allowed_networks)
         self._queue: asyncio.Queue[_QueuedEvent] = asyncio.Queue(maxsize=queue_size)
         self._worker_count = workers
         self._retry = retry
@@ -208,23 +271,63 @@ class WebhookDispatcher:
                 DELIVERY_HEADER: delivery_id,
             }
             try:
-                response = await self._client.post(
-                    str(webhook["url"]), content=body, headers=headers, timeout=self._retry.request_timeout
-                )
-                outcome = f"HTTP {response.status_code}"
-                if response.is_success:
+                async with asyncio.timeout(self._retry.request_timeout):
+                    status = await self._attempt(str(webhook["url"]), body, headers)
+            except EgressRefused as refusal:
+                # Not retried: the same name would most likely resolve to the same place.
+                WEBHOOK_DELIVERIES_TOTAL.labels(outcome="blocked").inc()
+                log.warning("webhook target refused", extra={**context, "reason": str(refusal)})
+                return
+            except (TimeoutError, httpx.TimeoutException):  # TimeoutError first: it is an OSError too
+                outcome = "timeout"
+            except (httpx.TransportError, OSError) as error:  # OSError: the name did not resolve
+                outcome = type(error).__name__
+            else:
+                outcome = f"HTTP {status}"
+                if 200 <= status < 300:
                     WEBHOOK_DELIVERIES_TOTAL.labels(outcome="delivered").inc()
                     return
-                if response.status_code < 500:
+                if status < 500:  # 4xx, and 3xx: redirects are never followed
                     WEBHOOK_DELIVERIES_TOTAL.labels(outcome="rejected").inc()
-                    log.warning("webhook rejected the event", extra={**context, "status": response.status_code})
+                    log.warning("webhook rejected the event", extra={**context, "status": status})
                     return
-            except httpx.TimeoutException:
-                outcome = "timeout"
-            except httpx.TransportError as error:
-                outcome = type(error).__name__
             if attempt < self._retry.max_attempts:
                 await asyncio.sleep(self._retry.backoff(attempt))
         WEBHOOK_DELIVERIES_TOTAL.labels(outcome="failed").inc()
         log.warning("webhook delivery failed after retries",
                     extra={**context, "attempts": self._retry.max_attempts, "lastOutcome": outcome})
+
+    async def _attempt(self, url: str, body: bytes, headers: Mapping[str, str]) -> int:
+        """One POST to ``url`` through a vetted address; returns the answer's status code.
+
+        Raises EgressRefused for a target that must not be reached. The caller bounds the time.
+        """
+        target = _Target.parse(url)
+        addresses = await resolve_permitted(target.host, target.port, self._allowed_networks)
+        failure: httpx.ConnectError | None = None
+        for address in addresses:  # every one is vetted; the next is tried only if this one refuses the connection
+            try:
+                return await self._post(target, str(address), body, headers)
+            except httpx.ConnectError as error:
+                failure = error
+        assert failure is not None  # resolve_permitted returns at least one address
+        raise failure
+
+    async def _post(self, target: _Target, address: str, body: bytes, headers: Mapping[str, str]) -> int:
+        request_headers = {**headers, "Host": target.host_header, "Accept-Encoding": "identity"}
+        async with self._client.stream(
+            "POST",
+            target.pinned(address),
+            content=body,
+            headers=request_headers,
+            follow_redirects=False,  # even on a client passed in: a redirect would skip the address check
+            timeout=self._retry.request_timeout,
+            # TLS: SNI and certificate verification use the host name the user registered, not the address.
+            extensions={"sni_hostname": target.host},
+        ) as response:
+            read = 0
+            async for chunk in response.aiter_raw():  # raw: a compressed answer is never inflated
+                read += len(chunk)
+                if read >= RESPONSE_BYTES_CAP:
+                    break
+            return response.status_code

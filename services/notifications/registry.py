@@ -11,10 +11,12 @@ receiver only: it grants nothing on the exchange.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
+
+from services.notifications.egress import ALLOWED_SCHEMES, IPNetwork, parse_ip_literal, permitted
 
 COLLECTION = "webhooks"
 EVENTS: tuple[str, ...] = ("TRADE", "SAFETY", "ERROR")
@@ -41,11 +43,31 @@ def event_for(entry: Mapping[str, Any]) -> str | None:
     return None
 
 
-def validate_url(url: str) -> str:
-    parts = urlsplit(url.strip())
-    if parts.scheme not in {"http", "https"} or not parts.hostname:
+def validate_url(url: str, allowed_networks: Sequence[IPNetwork] = ()) -> str:
+    """An http(s) URL without credentials whose host, if an IP literal, is public or in ``allowed_networks``.
+
+    A first, cheap filter with a message for the user: host names are not
+    resolved here, because what a name points at can change after registration.
+    The gateway checks every address again at each delivery.
+    """
+    text = url.strip()
+    try:
+        parts = urlsplit(text)
+        hostname = parts.hostname
+        _ = parts.port  # a port out of range raises ValueError
+    except ValueError:
+        raise WebhookValidationError(f"webhook URL must be an absolute http(s) URL, got {url!r}") from None
+    if parts.scheme not in ALLOWED_SCHEMES or not hostname:
         raise WebhookValidationError(f"webhook URL must be an absolute http(s) URL, got {url!r}")
-    return url.strip()
+    if parts.username is not None or parts.password is not None:
+        # Credentials in the URL would be printed by `webhook list` and sent in the clear over http.
+        raise WebhookValidationError("webhook URL must not contain credentials (user:password@host)")
+    literal = parse_ip_literal(hostname)
+    if literal is not None and not permitted(literal, allowed_networks):
+        raise WebhookValidationError(
+            f"webhook URL must point at a public address, got {literal} (an internal, reserved or special address)"
+        )
+    return text
 
 
 def validate_events(events: Iterable[str] | None) -> list[str]:
@@ -65,12 +87,16 @@ def new_webhook_document(
     bot_instance_id: Any | None = None,
     events: Iterable[str] | None = None,
     now: datetime | None = None,
+    allowed_networks: Sequence[IPNetwork] = (),
 ) -> dict[str, Any]:
-    """A registration ready to insert; its ``secret`` must be shown to the user exactly once."""
+    """A registration ready to insert; its ``secret`` must be shown to the user exactly once.
+
+    ``allowed_networks`` admits IP-literal hosts in those networks (a local receiver in development).
+    """
     return {
         "userId": user_id,
         "botInstanceId": bot_instance_id,
-        "url": validate_url(url),
+        "url": validate_url(url, allowed_networks),
         "secret": "whsec_" + secrets.token_hex(32),
         "events": validate_events(events),
         "isActive": True,

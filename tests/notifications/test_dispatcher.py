@@ -5,35 +5,26 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
-import pytest
 from bson import ObjectId
 from pymongo.asynchronous.database import AsyncDatabase
 
 from services.common.metrics import WEBHOOK_DELIVERIES_TOTAL
 from services.notifications.dispatcher import RetryPolicy, WebhookDispatcher
+from services.notifications.egress import parse_networks
 from services.notifications.registry import new_webhook_document
-from tests.notifications.receiver import Receiver, start_receiver
+from tests.notifications.receiver import Receiver
 
 FAST_RETRY = RetryPolicy(max_attempts=3, initial_backoff=0.05, max_backoff=0.2, request_timeout=1.0)
+# The receivers here listen on loopback, which webhooks may only reach when the operator allows it.
+LOOPBACK = parse_networks("127.0.0.0/8")
 
 
-@pytest.fixture
-async def receiver() -> AsyncIterator[Receiver]:
-    receiver = Receiver()
-    server, task = await start_receiver(receiver)
-    try:
-        yield receiver
-    finally:
-        receiver.release.set()
-        server.should_exit = True
-        await asyncio.wait_for(task, 10)
 
 
 async def register(db: AsyncDatabase, receiver: Receiver, path: str, user_id: ObjectId, **options) -> dict:
-    document = new_webhook_document(user_id, receiver.url(path), **options)
+    document = new_webhook_document(user_id, receiver.url(path), allowed_networks=LOOPBACK, **options)
     await db.webhooks.insert_one(document)
     receiver.secrets[path] = document["secret"]
     return document
@@ -57,7 +48,7 @@ async def test_trade_safety_and_error_events_arrive_signed_and_routine_ones_do_n
     user, bot, other_bot = ObjectId(), ObjectId(), ObjectId()
     await register(db, receiver, "/user", user)
     await register(db, receiver, "/bot", user, bot_instance_id=bot, events=["SAFETY"])
-    dispatcher = WebhookDispatcher(db, retry=FAST_RETRY)
+    dispatcher = WebhookDispatcher(db, allowed_networks=LOOPBACK, retry=FAST_RETRY)
     entries = [
         trade_log(user, bot, "ANALYSIS", "INFO", "HOLD"),
         trade_log(user, bot, "TRADE", "INFO", "OPEN_LONG"),
@@ -87,7 +78,7 @@ async def test_a_500_is_retried_until_the_receiver_accepts(db, receiver) -> None
     user, bot = ObjectId(), ObjectId()
     await register(db, receiver, "/flaky", user)
     receiver.script["/flaky"] = [500, 503]
-    dispatcher = WebhookDispatcher(db, retry=FAST_RETRY)
+    dispatcher = WebhookDispatcher(db, allowed_networks=LOOPBACK, retry=FAST_RETRY)
     try:
         dispatcher.enqueue([trade_log(user, bot, "TRADE", "INFO", "OPEN_LONG")])
         deliveries = await receiver.wait_for("/flaky", 3)
@@ -104,7 +95,7 @@ async def test_a_400_is_not_retried_and_the_log_names_no_secret(db, receiver, ca
     user, bot = ObjectId(), ObjectId()
     document = await register(db, receiver, "/refuses/token-in-path", user)
     receiver.script["/refuses/token-in-path"] = [400, 400, 400]
-    dispatcher = WebhookDispatcher(db, retry=FAST_RETRY)
+    dispatcher = WebhookDispatcher(db, allowed_networks=LOOPBACK, retry=FAST_RETRY)
     try:
         with caplog.at_level("INFO", logger="services.notifications"):
             dispatcher.enqueue([trade_log(user, bot, "ERROR", "ERROR", "ORDER_FAILED")])
@@ -123,7 +114,7 @@ async def test_enqueue_returns_at_once_while_the_receiver_hangs(db, receiver) ->
     user, bot = ObjectId(), ObjectId()
     await register(db, receiver, "/hangs", user)
     receiver.hang_paths.add("/hangs")
-    dispatcher = WebhookDispatcher(db, retry=FAST_RETRY, queue_size=2, workers=1)
+    dispatcher = WebhookDispatcher(db, allowed_networks=LOOPBACK, retry=FAST_RETRY, queue_size=2, workers=1)
     try:
         entries = [trade_log(user, bot, "TRADE", "INFO", f"OPEN_{index}") for index in range(5)]
         started = time.perf_counter()
@@ -141,9 +132,9 @@ async def test_enqueue_returns_at_once_while_the_receiver_hangs(db, receiver) ->
 
 async def test_a_dead_receiver_gives_up_after_bounded_retries(db) -> None:
     user, bot = ObjectId(), ObjectId()
-    document = new_webhook_document(user, "http://127.0.0.1:9/nothing-listens")
+    document = new_webhook_document(user, "http://127.0.0.1:9/nothing-listens", allowed_networks=LOOPBACK)
     await db.webhooks.insert_one(document)
-    dispatcher = WebhookDispatcher(db, retry=FAST_RETRY)
+    dispatcher = WebhookDispatcher(db, allowed_networks=LOOPBACK, retry=FAST_RETRY)
     failed_before = WEBHOOK_DELIVERIES_TOTAL.labels(outcome="failed")._value.get()
     started = time.perf_counter()
     try:
