@@ -11,7 +11,7 @@ import json
 
 import grpc
 
-from services.common.tls import ClientTls, client_tls_from_env
+from services.common.tls import ClientTls, client_tls_from_env, require_secure_targets
 
 _SERVICE_CONFIG = json.dumps(
     {
@@ -38,7 +38,9 @@ _FROM_ENV = object()
 
 
 def make_channel(address: str, *, tls: ClientTls | None | object = _FROM_ENV) -> grpc.aio.Channel:
-    """A channel to ``address``; TLS from ``tls`` or, by default, the GRPC_TLS_* environment."""
+    """A channel to ``address``; TLS from ``tls`` or, by default, the GRPC_TLS_* environment.
+
+    Raises SettingsError for a plaintext channel to another host unless GRPC_INSECURE=1."""
     options = [
         ("grpc.service_config", _SERVICE_CONFIG),
         ("grpc.enable_retries", 1),
@@ -52,6 +54,7 @@ def make_channel(address: str, *, tls: ClientTls | None | object = _FROM_ENV) ->
     ]
     target = normalise_target(address)
     client_tls = client_tls_from_env() if tls is _FROM_ENV else tls
+    require_secure_targets([target], client_tls if isinstance(client_tls, ClientTls) else None)
     if client_tls is None:
         return grpc.aio.insecure_channel(target, options=options)
     assert isinstance(client_tls, ClientTls)

@@ -1,12 +1,15 @@
 """The whole system as child processes: three gRPC services and the gateway.
 
 Used by ``python -m services.devstack`` (``make run``) and by the e2e tests,
-so both start exactly the same processes the same way.
+so both start exactly the same processes the same way. With ``tls_dir`` (the
+output of ``make certs``) every gRPC link is mutual TLS, as in compose and
+Kubernetes, and readiness is read on each service's plaintext health port.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,6 +47,8 @@ class StackConfig:
     echo: Callable[[str, str], None] | None = None
     log_dir: Path | None = None
     startup_timeout: float = 60.0
+    tls_dir: Path | None = None   # `make certs` output: mutual TLS between gateway, executor and services
+    health_ports: Mapping[str, int] = field(default_factory=dict)   # with TLS: each service's probe port
 
     def address(self, service: str) -> str:
         return f"{self.host}:{self.ports.grpc(service)}"
@@ -66,6 +71,7 @@ class StackConfig:
                 "GRPC_PORT": str(self.ports.executor),
                 "MONGODB_URI": self.mongodb_uri,
                 "CREDENTIALS_KEYS": self.credentials_keys,
+                "MARKET_ADDR": self.address("market"),   # prices and filters the executor sizes with
             }
         else:
             own = {
@@ -77,7 +83,31 @@ class StackConfig:
                 "STRATEGY_ADDR": self.address("strategy"),
                 "EXECUTOR_ADDR": self.address("executor"),
             }
-        return {**common, **own, **self.env.get(name, {})}
+            if "WEBHOOK_ALLOWED_NETWORKS" not in os.environ:
+                # Dev convenience: the stack runs on loopback and so do the receivers people test webhooks with.
+                # Production keeps the default (none); a value set in the environment wins.
+                own["WEBHOOK_ALLOWED_NETWORKS"] = "127.0.0.0/8,::1/128"
+        return {**common, **own, **self._tls_environment(name), **self.env.get(name, {})}
+
+    def _tls_environment(self, name: str) -> dict[str, str]:
+        if self.tls_dir is None:
+            return {}
+        tls = self.tls_dir
+        values: dict[str, str] = {}
+        if name in GRPC_SERVICES:
+            values |= {"GRPC_TLS_CERT": str(tls / f"{name}.crt"), "GRPC_TLS_KEY": str(tls / f"{name}.key"),
+                       "GRPC_TLS_CLIENT_CA": str(tls / "ca.crt"), "GRPC_HEALTH_PORT": str(self.health_port(name))}
+        if name in ("gateway", "executor"):   # the callers: the gateway of all three, the executor of market
+            values |= {"GRPC_TLS_CA": str(tls / "ca.crt"), "GRPC_TLS_CLIENT_CERT": str(tls / f"{name}.crt"),
+                       "GRPC_TLS_CLIENT_KEY": str(tls / f"{name}.key")}
+        return values
+
+    def health_port(self, service: str) -> int:
+        return self.health_ports[service]
+
+    def probe_address(self, service: str) -> str:
+        """Where readiness is asked: the plaintext health port with TLS, else the service port."""
+        return f"{self.host}:{self.health_port(service)}" if self.tls_dir is not None else self.address(service)
 
 
 class Stack:
@@ -111,7 +141,7 @@ class Stack:
         wait_until(lambda: http_ok(url), "gateway /healthz", self.config.startup_timeout, self.processes["gateway"])
 
     def wait_grpc(self, name: str) -> None:
-        address = self.config.address(name)
+        address = self.config.probe_address(name)
         wait_until(lambda: grpc_serving(address), f"{name} on {address}", self.config.startup_timeout,
                    self.processes[name])  # fmt: skip
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import sys
 
-from services.common.grpc_server import serve
+from services.common.grpc_server import ServerOptions, serve
 from services.common.jsonlog import configure_logging
 from services.common.metrics import start_metrics_server
 from services.common.settings import SettingsError
@@ -15,10 +15,12 @@ from services.executor.settings import ExecutorSettings
 
 async def main() -> None:
     settings = ExecutorSettings.from_env()
+    options = ServerOptions.from_env(settings.grpc_host)
     start_metrics_server()  # METRICS_PORT; unset or 0 = no /metrics endpoint
     app = ExecutorApp(settings)
     try:
-        await serve("executor", [app.binding()], host=settings.grpc_host, port=settings.grpc_port, on_stop=app.close)
+        await serve("executor", [app.binding()], host=settings.grpc_host, port=settings.grpc_port,
+                    options=options, on_stop=app.close)
     finally:
         await app.close()
 

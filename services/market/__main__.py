@@ -6,7 +6,7 @@ import asyncio
 import logging
 import sys
 
-from services.common.grpc_server import serve
+from services.common.grpc_server import ServerOptions, serve
 from services.common.metrics import install_grpc_latency_hook, start_metrics_server
 from services.common.jsonlog import configure_logging
 from services.common.settings import SettingsError
@@ -16,7 +16,7 @@ from services.market.settings import MarketSettings
 log = logging.getLogger("services.market")
 
 
-async def main(settings: MarketSettings) -> None:
+async def main(settings: MarketSettings, options: ServerOptions) -> None:
     service = build_service(settings)
     log.info(
         "market data source ready",
@@ -27,6 +27,7 @@ async def main(settings: MarketSettings) -> None:
         [binding(service)],
         host=settings.grpc_host,
         port=settings.grpc_port,
+        options=options,
         grace=settings.shutdown_grace_seconds,
         on_stop=service.close,
     )
@@ -36,12 +37,13 @@ def run() -> None:
     configure_logging("market")
     try:
         settings = MarketSettings.from_env()
+        options = ServerOptions.from_env(settings.grpc_host)
         install_grpc_latency_hook()
         start_metrics_server()  # METRICS_PORT; unset or 0 keeps it off
     except SettingsError as error:
         log.error("invalid configuration", extra={"reason": str(error)})
         sys.exit(2)
-    asyncio.run(main(settings))
+    asyncio.run(main(settings, options))
 
 
 if __name__ == "__main__":

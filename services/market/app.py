@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from tradebot.v1 import market_pb2_grpc
 
+from services.common.caller_policy import EXECUTOR, GATEWAY, OPERATOR, allow_all_methods, service_methods
 from services.common.grpc_server import ServiceBinding
 from services.market.server import MarketDataServicer
 from services.market.service import MarketDataService
@@ -27,4 +28,7 @@ def build_service(settings: MarketSettings, source: MarketSource | None = None) 
 
 
 def binding(service: MarketDataService) -> ServiceBinding:
-    return ServiceBinding(SERVICE_FULL_NAME, MarketDataServicer(service), market_pb2_grpc.add_MarketDataServicer_to_server)
+    # The gateway's tick and the executor's sizing read market data; an operator may look.
+    callers = allow_all_methods(service_methods(SERVICE_FULL_NAME), GATEWAY, EXECUTOR, OPERATOR)
+    return ServiceBinding(SERVICE_FULL_NAME, MarketDataServicer(service), market_pb2_grpc.add_MarketDataServicer_to_server,
+                          callers)

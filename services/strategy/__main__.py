@@ -6,7 +6,7 @@ import asyncio
 import logging
 import sys
 
-from services.common.grpc_server import serve
+from services.common.grpc_server import ServerOptions, serve
 from services.common.jsonlog import configure_logging
 from services.common.metrics import install_grpc_latency_hook, start_metrics_server
 from services.common.settings import SettingsError
@@ -16,7 +16,7 @@ from services.strategy.settings import StrategySettings
 log = logging.getLogger("services.strategy")
 
 
-async def run(settings: StrategySettings) -> None:
+async def run(settings: StrategySettings, options: ServerOptions) -> None:
     analyzer = build_analyzer(settings)
     log.info(
         "strategy settings",
@@ -27,6 +27,7 @@ async def run(settings: StrategySettings) -> None:
         [strategy_binding(analyzer)],
         host=settings.grpc_host,
         port=settings.grpc_port,
+        options=options,
         on_stop=analyzer.close,
     )
 
@@ -35,12 +36,13 @@ def main() -> None:
     configure_logging("strategy")
     try:
         settings = StrategySettings.from_env()
+        options = ServerOptions.from_env(settings.grpc_host)
         install_grpc_latency_hook()
         start_metrics_server()  # METRICS_PORT; unset or 0 keeps it off
     except SettingsError as error:
         log.error("invalid configuration", extra={"reason": str(error)})
         sys.exit(2)
-    asyncio.run(run(settings))
+    asyncio.run(run(settings, options))
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import grpc
 
+from services.common.caller_policy import GATEWAY, OPERATOR, allow_all_methods, service_methods
 from services.common.grpc_server import ServiceBinding
 from services.strategy.ai import build_ai_confirmer
 from services.strategy.analysis import Analysis, Analyzer
@@ -93,6 +94,8 @@ def build_analyzer(settings: StrategySettings) -> Analyzer:
 
 
 def strategy_binding(analyzer: Analyzer) -> ServiceBinding:
+    # Only the gateway's tick (and an operator) may spend the AI quota or fill the shared analysis cache.
+    callers = allow_all_methods(service_methods("tradebot.v1.Strategy"), GATEWAY, OPERATOR)
     return ServiceBinding(
-        "tradebot.v1.Strategy", StrategyServicer(analyzer), strategy_pb2_grpc.add_StrategyServicer_to_server
+        "tradebot.v1.Strategy", StrategyServicer(analyzer), strategy_pb2_grpc.add_StrategyServicer_to_server, callers
     )

@@ -10,10 +10,16 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from services.common.errors import InvalidArgument, ResourceExhausted, Unavailable
 from services.common.grpc_client import make_channel, normalise_target
-from services.common.grpc_server import ServiceBinding, start_server
-from services.common.tls import ClientTls, ServerTls, client_tls_from_env, server_tls_from_env
+from services.common.grpc_server import ServerOptions, ServiceBinding, start_server
 from services.common.settings import SettingsError
-from tests.common.certs import issue, make_ca
+from services.common.tls import (
+    ClientTls,
+    ServerTls,
+    client_tls_from_env,
+    require_secure_targets,
+    server_tls_from_env,
+)
+from services.devstack import certs
 from tests.support.grpcurl import grpcurl
 from tradebot.v1 import market_pb2, market_pb2_grpc
 
@@ -36,7 +42,9 @@ class ScriptedMarket(market_pb2_grpc.MarketDataServicer):
 
 
 def binding() -> ServiceBinding:
-    return ServiceBinding("tradebot.v1.MarketData", ScriptedMarket(), market_pb2_grpc.add_MarketDataServicer_to_server)
+    # With mutual TLS only the gateway's certificate may call GetPrice; the others are not listed (refused).
+    return ServiceBinding("tradebot.v1.MarketData", ScriptedMarket(), market_pb2_grpc.add_MarketDataServicer_to_server,
+                          {"GetPrice": frozenset({"gateway"})})
 
 
 @pytest.fixture
@@ -105,14 +113,20 @@ async def test_grpcurl_lists_services_through_reflection(plain_server):
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory):
     directory = tmp_path_factory.mktemp("pki")
-    ca, ca_cert, ca_key = make_ca(directory)
-    other_ca, other_cert, other_key = make_ca(directory, "other-ca")
+    ca = certs.make_authority(directory)
+    other = certs.make_authority(directory, name="other-ca", file_name="other-ca")
     return {
-        "ca": ca,
-        "server": issue(directory, "server", ca_cert, ca_key, server=True),
-        "client": issue(directory, "client", ca_cert, ca_key, server=False),
-        "rogue_client": issue(directory, "rogue", other_cert, other_key, server=False),
+        "ca": ca.files,
+        "server": certs.issue(directory, "market", ca, server=True),
+        "client": certs.issue(directory, "gateway", ca, server=False),
+        "operator": certs.issue(directory, "operator", ca, server=False),
+        # The gateway's name, signed by a CA the server does not trust.
+        "rogue_client": certs.issue(directory, "gateway", other, server=False, file_name="rogue"),
     }
+
+
+def client_tls(pki, name: str) -> ClientTls:
+    return ClientTls(pki["ca"].cert.read_bytes(), pki[name].cert.read_bytes(), pki[name].key.read_bytes())
 
 
 def server_env(pki, mutual: bool) -> dict[str, str]:
@@ -152,6 +166,70 @@ async def test_mutual_tls_requires_a_client_certificate_from_the_ca(pki):
             assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
     finally:
         await service.stop(0)
+
+
+async def test_only_the_identities_a_method_lists_may_call_it(pki):
+    service = await start_server([binding()], tls=server_tls_from_env(server_env(pki, mutual=True)))
+    try:
+        assert (await call(service.port, "BTCUSDT", tls=client_tls(pki, "client"))).price == "1.5"
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await call(service.port, "BTCUSDT", tls=client_tls(pki, "operator"))
+        assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        assert "'operator' may not call tradebot.v1.MarketData/GetPrice" in caught.value.details()
+        # A method the service does not list is refused even to the gateway (default deny).
+        async with make_channel(f"localhost:{service.port}", tls=client_tls(pki, "client")) as channel:
+            with pytest.raises(grpc.aio.AioRpcError) as unlisted:
+                await market_pb2_grpc.MarketDataStub(channel).GetStats(market_pb2.GetStatsRequest(), timeout=5)
+            assert unlisted.value.code() == grpc.StatusCode.PERMISSION_DENIED
+            # Health (and reflection) need only a certificate from the CA.
+            health = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
+            assert health.status == health_pb2.HealthCheckResponse.SERVING
+    finally:
+        await service.stop(0)
+
+
+async def test_the_health_port_is_plaintext_health_and_nothing_else(pki):
+    tls = server_tls_from_env(server_env(pki, mutual=True))
+    service = await start_server([binding()], tls=tls, health_port=0)
+    try:
+        assert service.health_port and service.health_port != service.port
+        async with make_channel(f"127.0.0.1:{service.health_port}", tls=None) as channel:
+            reply = await health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service="tradebot.v1.MarketData"), timeout=5)
+            assert reply.status == health_pb2.HealthCheckResponse.SERVING
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await market_pb2_grpc.MarketDataStub(channel).GetPrice(market_pb2.GetPriceRequest(symbol="X"), timeout=5)
+            assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED
+        listed = await asyncio.to_thread(grpcurl, f"127.0.0.1:{service.health_port}", "list")
+        assert listed.returncode != 0   # no reflection there
+    finally:
+        await service.stop(0)
+    async with make_channel(f"127.0.0.1:{service.health_port}", tls=None) as channel:   # stopped with the server
+        with pytest.raises(grpc.aio.AioRpcError):
+            await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=2)
+
+
+def test_a_server_reachable_from_other_hosts_refuses_to_start_without_mutual_tls(pki):
+    with pytest.raises(SettingsError, match="GRPC_HOST 0.0.0.0 is reachable from other hosts"):
+        ServerOptions.from_env("0.0.0.0", {})
+    with pytest.raises(SettingsError, match="set GRPC_TLS_CLIENT_CA"):
+        ServerOptions.from_env("10.1.2.3", server_env(pki, mutual=False))   # TLS without client certificates
+    assert ServerOptions.from_env("0.0.0.0", server_env(pki, mutual=True)).tls is not None
+    assert ServerOptions.from_env("0.0.0.0", {"GRPC_INSECURE": "1"}).tls is None   # said explicitly
+    assert ServerOptions.from_env("127.0.0.1", {}).tls is None and ServerOptions.from_env("::1", {}).tls is None
+    assert ServerOptions.from_env("127.0.0.1", {"GRPC_HEALTH_PORT": "50050"}).health_port == 50050
+
+
+def test_a_client_refuses_plaintext_to_another_host(pki):
+    for target in ("dns:///market:50051", "10.0.0.5:50051", "ipv4:127.0.0.1:1,10.0.0.5:2"):
+        with pytest.raises(SettingsError, match="is not on this host"):
+            require_secure_targets([target], None, {})
+        with pytest.raises(SettingsError):
+            make_channel(target, tls=None)
+    for target in ("127.0.0.1:50051", "localhost:50051", "dns:///localhost:1", "ipv6:[::1]:50051", "unix:/tmp/s"):
+        require_secure_targets([target], None, {})
+    require_secure_targets(["dns:///market:50051"], None, {"GRPC_INSECURE": "1"})
+    require_secure_targets(["dns:///market:50051"], client_tls(pki, "client"), {})
 
 
 def test_half_configured_tls_refuses_to_start(pki):

@@ -6,6 +6,7 @@ import json
 import shutil
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 
@@ -19,8 +20,27 @@ def grpcurl_path() -> str:
     return found
 
 
-def grpcurl(*args: str, data: dict | None = None, timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
-    command = [grpcurl_path(), "-plaintext"]
+@dataclass(frozen=True)
+class GrpcurlTls:
+    """grpcurl's TLS flags: the CA that signed the server, a client certificate, the name to verify."""
+
+    cacert: Path
+    cert: Path | None = None
+    key: Path | None = None
+    servername: str | None = None
+
+    def flags(self) -> list[str]:
+        flags = ["-cacert", str(self.cacert)]
+        if self.cert is not None and self.key is not None:
+            flags += ["-cert", str(self.cert), "-key", str(self.key)]
+        if self.servername:
+            flags += ["-servername", self.servername]
+        return flags
+
+
+def grpcurl(*args: str, data: dict | None = None, timeout: float = 30.0,
+            tls: GrpcurlTls | None = None) -> subprocess.CompletedProcess[str]:
+    command = [grpcurl_path(), *(tls.flags() if tls is not None else ["-plaintext"])]
     if data is not None:
         command += ["-d", json.dumps(data)]
     command += list(args)
