@@ -7,10 +7,11 @@ does for one bot, with the same code:
    interval <= now): indicators (``IndicatorSeries``, computed once, equal
    to ``compute_indicators`` on those candles), ``assess_trend``, the
    registered strategy's ``decide``; AI confirmation only when asked;
-2. the executor's ``CycleRunner.run`` gets the same ``RunCycleRequest`` the
-   gateway builds (config, statistics, stored position, signal, price,
-   filters, candles closed since the previous cycle) and runs against a
-   ``PaperBroker`` on an in-memory store with the simulated clock;
+2. the executor's ``CycleRunner.run`` gets the same ``CycleInput`` a live
+   cycle resolves from the stored bot and the market service (config,
+   statistics, stored position, signal, price, filters, candles closed since
+   the previous cycle) and runs against a ``PaperBroker`` on an in-memory
+   store with the simulated clock;
 3. the reply is booked like the gateway books it: statistics through the
    gateway's own ``records.tally``, a tripped pausing rule pauses the bot
    (see ``pauses`` for when it resumes).
@@ -42,10 +43,13 @@ from services.backtest.wiring import (
     SimulatedClock,
     build_runner,
 )
-from services.common.decimals import format_decimal
+from services.common.decimals import format_decimal, parse_decimal
 from services.common.errors import InvalidArgument
-from services.executor.brokers.base import ExchangePosition, MarketView
+from services.executor.bot_config import validate_config
+from services.executor.brokers.base import Candle, ExchangePosition, MarketView
 from services.executor.convert import candles_from_proto
+from services.executor.cycle import CycleInput
+from services.executor.market_inputs import MarketInputs
 from services.gateway.records import tally
 from services.strategy.candles import CandleSeries
 from services.strategy.combine import combine_with_ai, fallback_without_ai
@@ -127,6 +131,7 @@ class _Replay:
         self.clock = SimulatedClock()
         self.runner, self.broker, self.store = build_runner(
             initial_balance=params.initial_balance, taker_fee=params.taker_fee, clock=self.clock)
+        self.settings = validate_config(params.config)
         self.statistics = executor_pb2.BotStatistics(total_profit="0", total_loss="0")
         self.stored_position: executor_pb2.Position | None = None
         self.observed_through = -1          # last candle index handed to the broker
@@ -226,20 +231,27 @@ class _Replay:
     async def cycle(self, now: int, last: int) -> None:
         params = self.params
         decision = await self.signal(last)
-        request = executor_pb2.RunCycleRequest(
+        candles = candles_from_proto(self.new_candles(last))
+
+        async def load_candles() -> list[Candle]:
+            return candles
+
+        price = parse_decimal(self.history.candles[last].close, "close", positive=True)
+        assert price is not None
+        cycle_input = CycleInput(
             tick_id=f"backtest-{now}",
-            bot=executor_pb2.BotRef(bot_instance_id=BACKTEST_BOT_INSTANCE_ID, user_id=BACKTEST_USER_ID,
-                                    bot_id=params.preset, bot_name=self.strategy_class.name, symbol=params.symbol),
-            config=params.config,
-            statistics=self.statistics,
+            bot_instance_id=BACKTEST_BOT_INSTANCE_ID,
+            user_id=BACKTEST_USER_ID,
+            connection_id="",
+            symbol=params.symbol,
+            settings=self.settings,
+            consecutive_losses=self.statistics.consecutive_losses,
+            stored_position=self.stored_position,
             signal=common_pb2.Signal(action=_ACTIONS[decision.action], confidence=decision.confidence,
                                      reason=decision.reason),
-            market=executor_pb2.MarketContext(price=self.history.candles[last].close, filters=params.filters,
-                                              candles=self.new_candles(last)),
+            market=MarketInputs(price, params.filters, load_candles),
         )
-        if self.stored_position is not None:
-            request.stored_position.CopyFrom(self.stored_position)
-        response = await self.runner.run(request)
+        response = await self.runner.run(cycle_input)
         self.result.decisions.append((now, decision.action, decision.confidence))
         self.book(now, response)
 

@@ -38,6 +38,12 @@ class PermissionDenied(TradebotError):
     code = grpc.StatusCode.PERMISSION_DENIED
 
 
+class Aborted(TradebotError):
+    """A conflict with concurrent work (another tick holds the bot); the next attempt may succeed."""
+
+    code = grpc.StatusCode.ABORTED
+
+
 class Unavailable(TradebotError):
     """A dependency is down or answered 5xx / timed out; try again later."""
 

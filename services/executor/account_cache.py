@@ -39,7 +39,7 @@ V = TypeVar("V")
 _Key = tuple[str, str]   # (connection id, tick id)
 
 
-class _SingleFlight(Generic[T]):
+class SingleFlight(Generic[T]):
     """One read per key, awaited by every concurrent caller; failures are not kept."""
 
     def __init__(self, ttl_seconds: float) -> None:
@@ -97,10 +97,10 @@ class _SingleFlight(Generic[T]):
 class AccountCache:
     def __init__(self, ttl_seconds: float = ENTRY_TTL_SECONDS) -> None:
         self._ttl = ttl_seconds
-        self._connections: _SingleFlight[ExchangeConnection] = _SingleFlight(ttl_seconds)
-        self._accounts: _SingleFlight[AccountSnapshot] = _SingleFlight(ttl_seconds)
-        self._daily_pnl: _SingleFlight[dict[str, Decimal]] = _SingleFlight(ttl_seconds)
-        self._positions: _SingleFlight[dict[str, ExchangePosition]] = _SingleFlight(ttl_seconds)
+        self._connections: SingleFlight[ExchangeConnection] = SingleFlight(ttl_seconds)
+        self._accounts: SingleFlight[AccountSnapshot] = SingleFlight(ttl_seconds)
+        self._daily_pnl: SingleFlight[dict[str, Decimal]] = SingleFlight(ttl_seconds)
+        self._positions: SingleFlight[dict[str, ExchangePosition]] = SingleFlight(ttl_seconds)
         self._changed: dict[_Key, tuple[float, set[str]]] = {}
         self._next_changed_sweep = 0.0
         self._locks: dict[tuple[str, str], tuple[asyncio.Lock, int]] = {}

@@ -1,7 +1,9 @@
-"""The bot's configuration from a RunCycle request, re-validated before any order.
+"""The bot's trading settings: from the stored bot document, or from a BotConfig message.
 
-The gateway validates too; the executor checks again because it is the one
-that spends money, and rejects out-of-range values with INVALID_ARGUMENT.
+The executor trades on the stored document's config (``settings_from_document``).
+A BotConfig in a request (the backtest's, or a caller's statement of what it
+believes the config is) is validated here with INVALID_ARGUMENT on
+out-of-range values, before it is used or compared.
 """
 
 from __future__ import annotations
@@ -11,16 +13,14 @@ from decimal import Decimal
 
 from tradebot.v1 import executor_pb2
 
+from services.common.bot_documents import (
+    MARGIN_TYPES,
+    MAX_PRICE_DISTANCE_PERCENT,
+    MIN_PRICE_DISTANCE_PERCENT,
+    BotConfigValues,
+)
 from services.common.decimals import parse_decimal
 from services.common.errors import InvalidArgument
-
-MARGIN_TYPES = ("ISOLATED", "CROSSED")
-
-# Stop-loss and take-profit are price distances from the entry fill. At 100 %
-# or more a long's stop (or a short's target) would sit at or below zero, and a
-# distance far inside the spread would trigger at once: both are config errors.
-MIN_PRICE_DISTANCE_PERCENT = Decimal("0.05")
-MAX_PRICE_DISTANCE_PERCENT = Decimal(100)
 
 
 @dataclass(frozen=True)
@@ -81,4 +81,19 @@ def validate_config(config: executor_pb2.BotConfig) -> BotSettings:
         max_consecutive_losses=config.max_consecutive_losses,
         max_position_notional=cap if cap else None,
         margin_type=margin_type,
+    )
+
+
+def settings_from_document(config: BotConfigValues) -> BotSettings:
+    """The stored config, already validated by the shared document parser."""
+    return BotSettings(
+        leverage=config.leverage,
+        stop_loss_percent=config.stop_loss_percent,
+        take_profit_percent=config.take_profit_percent,
+        position_size_percent=config.position_size_percent,
+        max_daily_loss=config.max_daily_loss,
+        confidence_threshold=config.confidence_threshold,
+        max_consecutive_losses=config.max_consecutive_losses,
+        max_position_notional=config.max_position_notional,
+        margin_type=config.margin_type,
     )

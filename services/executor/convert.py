@@ -7,6 +7,7 @@ from decimal import ROUND_HALF_EVEN, Decimal
 
 from tradebot.v1 import common_pb2, executor_pb2
 
+from services.common.bot_documents import StoredPosition
 from services.common.decimals import format_decimal, parse_decimal
 from services.common.errors import InvalidArgument
 from services.executor.brokers.base import (
@@ -93,4 +94,20 @@ def event(log_type: str, severity: str, action: str, message: str,
           data: dict[str, str] | None = None) -> executor_pb2.ExecutorEvent:
     return executor_pb2.ExecutorEvent(
         log_type=log_type, severity=severity, action=action, message=message, data=data or {}
+    )
+
+
+def stored_position_to_proto(position: StoredPosition) -> executor_pb2.Position:
+    """The bot document's ``currentPosition`` as the cycle compares it with the exchange."""
+    return executor_pb2.Position(
+        symbol=position.symbol,
+        side=_SIDE_TO_PROTO[position.side],
+        entry_price=dec(position.entry_price),
+        quantity=dec(position.quantity),
+        leverage=position.leverage,
+        stop_loss=dec(position.stop_loss),
+        take_profit=dec(position.take_profit),
+        pnl=dec(position.pnl),
+        pnl_percent=dec(position.pnl_percent),
+        open_time_ms=0 if position.open_time is None else int(position.open_time.timestamp() * 1000),
     )

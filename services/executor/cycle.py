@@ -1,5 +1,8 @@
 """One bot's executor cycle, written only against the ``Broker`` interface.
 
+Its input (``CycleInput``) comes from trusted sources only: the stored bot
+and the market service (cycle_requests.py), or the backtest's own replay.
+
 resolve connection -> broker -> read account and position (fail closed: a
 failed read raises, nothing is opened) -> observe the market when a position
 is open (paper stops fill here) -> reconcile the stored
@@ -29,9 +32,9 @@ from decimal import Decimal
 from tradebot.v1 import common_pb2, executor_pb2
 
 from services.common.decimals import parse_decimal
-from services.common.errors import InvalidArgument, TradebotError
+from services.common.errors import FailedPrecondition, InvalidArgument, TradebotError
 from services.executor.account_cache import AccountCache
-from services.executor.bot_config import BotSettings, validate_config
+from services.executor.bot_config import BotSettings
 from services.executor.brokers.base import (
     AccountSnapshot,
     Broker,
@@ -48,7 +51,6 @@ from services.executor.brokers.factory import BrokerFactory
 from services.executor.client_ids import OrderPurpose, client_order_id
 from services.executor.connections import ConnectionRepository, ExchangeConnection
 from services.executor.convert import (
-    candles_from_proto,
     closed_trade_to_proto,
     dec,
     event,
@@ -56,6 +58,7 @@ from services.executor.convert import (
     side_from_proto,
     side_to_proto,
 )
+from services.executor.market_inputs import MarketInputs
 from services.executor.safety import PositionSizeRule, SafetyContext, Trip, first_trip
 from services.executor.sizing import NoEntry, SymbolRules, protective_prices, size_entry
 
@@ -67,7 +70,7 @@ _ACTION_SIDE: dict[int, PositionSide] = {common_pb2.ACTION_BUY: "LONG", common_p
 _SYMBOL = re.compile(r"^[A-Z0-9]{2,30}$")
 
 
-def _check_symbol(symbol: str) -> None:
+def check_symbol(symbol: str) -> None:
     # The symbol becomes part of MongoDB field paths and exchange URLs: letters and digits only.
     if not _SYMBOL.match(symbol):
         raise InvalidArgument(f"bot.symbol must be an exchange symbol like BTCUSDT, got {symbol!r}")
@@ -112,23 +115,61 @@ def utc_midnight_ms(now_ms: int) -> int:
     return int(now.replace(hour=0, minute=0, second=0, microsecond=0).timestamp() * 1000)
 
 
+@dataclass(frozen=True)
+class CycleInput:
+    """Everything one cycle acts on. Built from the stored bot and the market service (never from a
+    caller's say-so), or by the backtest from its own replay."""
+
+    tick_id: str
+    bot_instance_id: str
+    user_id: str
+    connection_id: str                        # "" = the user's single active connection
+    symbol: str
+    settings: BotSettings
+    consecutive_losses: int                   # the stored losing streak the safety rule reads
+    stored_position: executor_pb2.Position | None   # the bot's currentPosition as stored
+    signal: common_pb2.Signal | None          # None or HOLD: monitor only
+    market: MarketInputs
+
+    @property
+    def stored_side(self) -> PositionSide | None:
+        return None if self.stored_position is None else side_from_proto(self.stored_position.side)
+
+
 @dataclass
 class _Cycle:
     """The state of one RunCycle call while it is worked through."""
 
-    request: executor_pb2.RunCycleRequest
-    settings: BotSettings
-    symbol: str
-    price: Decimal
+    input: CycleInput
     connection_id: str
     broker: Broker
     account: AccountSnapshot
-    stored_side: PositionSide | None
     response: executor_pb2.RunCycleResponse = field(default_factory=executor_pb2.RunCycleResponse)
     closed: list[ClosedTradeRecord] = field(default_factory=list)
 
+    @property
+    def settings(self) -> BotSettings:
+        return self.input.settings
+
+    @property
+    def symbol(self) -> str:
+        return self.input.symbol
+
+    @property
+    def price(self) -> Decimal:
+        return self.input.market.price
+
+    @property
+    def stored_side(self) -> PositionSide | None:
+        return self.input.stored_side
+
+    @property
+    def stored(self) -> executor_pb2.Position:
+        """The stored position (an empty message when none is stored)."""
+        return self.input.stored_position or executor_pb2.Position()
+
     def client_id(self, purpose: OrderPurpose) -> str:
-        return client_order_id(self.request.bot.bot_instance_id, self.request.tick_id, purpose)
+        return client_order_id(self.input.bot_instance_id, self.input.tick_id, purpose)
 
     def book(self, record: ClosedTradeRecord) -> None:
         self.closed.append(record)
@@ -150,65 +191,62 @@ class CycleRunner:
         self._clock = clock
         self._on_connection = on_connection
 
-    async def run(self, request: executor_pb2.RunCycleRequest) -> executor_pb2.RunCycleResponse:
-        bot = request.bot
-        if not request.tick_id:
-            raise InvalidArgument("tick_id is required")
-        if not bot.bot_instance_id or not bot.user_id:
-            raise InvalidArgument("bot.bot_instance_id and bot.user_id are required")
-        _check_symbol(bot.symbol)
-        settings = validate_config(request.config)
-        if request.HasField("signal") and not 0 <= request.signal.confidence <= 100:  # also rejects NaN
-            raise InvalidArgument(f"signal.confidence must be in 0..100, got {request.signal.confidence}")
-        price = parse_decimal(request.market.price, "market.price", positive=True)
-        assert price is not None
-        _check_market_numbers(price, request.market.filters)
-        candles = candles_from_proto(request.market.candles)
-        _check_candle_prices(candles)
-        stored_side = side_from_proto(request.stored_position.side) if request.HasField("stored_position") else None
-
+    async def run(self, cycle_input: CycleInput) -> executor_pb2.RunCycleResponse:
+        check_symbol(cycle_input.symbol)
+        signal = cycle_input.signal
+        if signal is not None and not 0 <= signal.confidence <= 100:  # also rejects NaN
+            raise InvalidArgument(f"signal.confidence must be in 0..100, got {signal.confidence}")
+        if not cycle_input.market.price > 0:
+            raise FailedPrecondition(f"market price of {cycle_input.symbol} must be greater than 0, "
+                                     f"got {cycle_input.market.price}")
+        _check_market_numbers(cycle_input.market.price, cycle_input.market.filters)
         # Looked up once per (user, connection) per tick and shared by the account's bots.
+        connection = await self.connection(cycle_input.user_id, cycle_input.connection_id, cycle_input.tick_id)
+        broker = await self._brokers.broker_for(connection)
+        # Bots of one account on the same symbol decide one after another (one-way mode: one position).
+        async with self._accounts.symbol_lock(connection.id, cycle_input.symbol):
+            return await self._run_locked(cycle_input, connection.id, broker)
+
+    async def connection(self, user_id: str, connection_id: str, tick_id: str) -> ExchangeConnection:
         connection = await self._accounts.connection(
-            bot.user_id, bot.exchange_connection_id, request.tick_id,
-            lambda: self._connections.resolve(bot.user_id, bot.exchange_connection_id),
+            user_id, connection_id, tick_id, lambda: self._connections.resolve(user_id, connection_id),
         )
         if self._on_connection is not None:
             self._on_connection(connection)
-        broker = await self._brokers.broker_for(connection)
-        # Bots of one account on the same symbol decide one after another (one-way mode: one position).
-        async with self._accounts.symbol_lock(connection.id, bot.symbol):
-            return await self._run_locked(request, settings, price, candles, stored_side, connection.id, broker)
+        return connection
 
-    async def _run_locked(self, request: executor_pb2.RunCycleRequest, settings: BotSettings, price: Decimal,
-                          candles: list[Candle], stored_side: PositionSide | None, connection_id: str,
+    async def _run_locked(self, cycle_input: CycleInput, connection_id: str,
                           broker: Broker) -> executor_pb2.RunCycleResponse:
-        bot = request.bot
+        tick_id, symbol = cycle_input.tick_id, cycle_input.symbol
         # Fail closed: if either read raises, the error ends the cycle and nothing is opened.
         # Both are read once per (connection, tick) and shared by the account's bots.
-        account = await self._accounts.get(connection_id, request.tick_id, broker.account)
-        position = await self._accounts.position(connection_id, request.tick_id, bot.symbol,
-                                                 broker.positions, broker.position)
+        account = await self._accounts.get(connection_id, tick_id, broker.account)
+        position = await self._accounts.position(connection_id, tick_id, symbol, broker.positions, broker.position)
         # Only an open position has a mark to move and stops to trigger (the paper broker simulates
         # them on this market view): afterwards the symbol is read again, its stop may have filled.
-        if position is not None and await broker.observe(MarketView(bot.symbol, price, candles)):
-            self._accounts.mark_changed(connection_id, request.tick_id, bot.symbol)
-            position = await broker.position(bot.symbol)
+        if position is not None:
+            candles = await cycle_input.market.load_candles()
+            _check_candle_prices(candles)
+            if await broker.observe(MarketView(symbol, cycle_input.market.price, candles)):
+                self._accounts.mark_changed(connection_id, tick_id, symbol)
+                position = await broker.position(symbol)
 
-        cycle = _Cycle(request, settings, bot.symbol, price, connection_id, broker, account, stored_side)
+        cycle = _Cycle(cycle_input, connection_id, broker, account)
+        cycle.response.reference_price = dec(cycle_input.market.price)
         await self._reconcile(cycle, position)
         daily = await self._accounts.daily_pnl(
-            connection_id, request.tick_id, bot.symbol, utc_midnight_ms(self._clock()),
+            connection_id, tick_id, symbol, utc_midnight_ms(self._clock()),
             broker.realized_pnl_by_symbol_since, broker.realized_pnl_since,
         )
         cycle.response.daily_realized_pnl = dec(daily)
         cycle.response.available_balance = dec(account.available_balance)
 
         trip = first_trip(SafetyContext(
-            settings=settings,
+            settings=cycle_input.settings,
             account=account,
             position=position,
             daily_realized_pnl=daily,
-            consecutive_losses=request.statistics.consecutive_losses,
+            consecutive_losses=cycle_input.consecutive_losses,
             trades_closed_this_cycle=cycle.closed,
         ))
         if trip is not None:
@@ -217,23 +255,20 @@ class CycleRunner:
             await self._monitor(cycle, position)
         else:
             await self._maybe_enter(cycle)
-        log.info("cycle decided", extra={"symbol": bot.symbol, "decision": cycle.response.decision,
+        log.info("cycle decided", extra={"symbol": symbol, "decision": cycle.response.decision,
                                          "orderPlaced": cycle.response.order.placed,
                                          "hasPosition": cycle.response.has_position})
         return cycle.response
 
-    async def get_position(self, request: executor_pb2.GetPositionRequest) -> executor_pb2.GetPositionResponse:
-        bot = request.bot
-        if not bot.user_id:
-            raise InvalidArgument("bot.user_id is required")
-        _check_symbol(bot.symbol)
-        connection = await self._connections.resolve(bot.user_id, bot.exchange_connection_id)
+    async def get_position(self, user_id: str, connection_id: str, symbol: str) -> executor_pb2.GetPositionResponse:
+        check_symbol(symbol)
+        connection = await self._connections.resolve(user_id, connection_id)
         broker = await self._brokers.broker_for(connection)
         account = await broker.account()
-        position = await broker.position(bot.symbol)
+        position = await broker.position(symbol)
         response = executor_pb2.GetPositionResponse(available_balance=dec(account.available_balance))
         if position is not None:
-            protection = await broker.protective_orders(bot.symbol)
+            protection = await broker.protective_orders(symbol)
             response.has_position = True
             response.position.CopyFrom(position_to_proto(position, protection, open_time_ms=0, entry_client_order_id=""))
         return response
@@ -243,7 +278,7 @@ class CycleRunner:
         """The stored position is gone from the account: book how it ended."""
         if cycle.stored_side is None or (position is not None and position.side == cycle.stored_side):
             return
-        stored = cycle.request.stored_position
+        stored = cycle.stored
         self._changing(cycle)   # its closing trade counts in today's PnL from now on: no snapshot for it
         record = await cycle.broker.closed_trade(cycle.symbol, cycle.stored_side, stored.open_time_ms)
         if position is None:
@@ -319,7 +354,7 @@ class CycleRunner:
         return protection
 
     def _stored_protection(self, cycle: _Cycle, position: ExchangePosition) -> tuple[Decimal, Decimal]:
-        stored = cycle.request.stored_position
+        stored = cycle.stored
         if cycle.stored_side == position.side and stored.stop_loss and stored.take_profit:
             stop = parse_decimal(stored.stop_loss, "stored_position.stop_loss", positive=True)
             target = parse_decimal(stored.take_profit, "stored_position.take_profit", positive=True)
@@ -329,10 +364,9 @@ class CycleRunner:
                                  cycle.settings.take_profit_percent, self._rules(cycle).tick_size)
 
     async def _maybe_enter(self, cycle: _Cycle) -> None:
-        request = cycle.request
-        signal = request.signal
-        side = _ACTION_SIDE.get(signal.action) if request.HasField("signal") else None
-        if side is None:
+        signal = cycle.input.signal
+        side = _ACTION_SIDE.get(signal.action) if signal is not None else None
+        if side is None or signal is None:
             cycle.response.decision = "no position; signal is HOLD: monitoring only"
             return
         threshold = cycle.settings.confidence_threshold
@@ -375,7 +409,7 @@ class CycleRunner:
         order.placed = True
         order.exchange_order_id, order.fill_price = fill.exchange_order_id, dec(fill.price)
         order.quantity, order.fee = dec(fill.quantity), dec(fill.fee)
-        self._accounts.reserve(cycle.connection_id, request.tick_id, fill.price * fill.quantity / cycle.settings.leverage + fill.fee)
+        self._accounts.reserve(cycle.connection_id, cycle.input.tick_id, fill.price * fill.quantity / cycle.settings.leverage + fill.fee)
         cycle.response.available_balance = dec(cycle.account.available_balance - fill.price * fill.quantity / cycle.settings.leverage - fill.fee)
         stop, target = protective_prices(side, fill.price, cycle.settings.stop_loss_percent,
                                          cycle.settings.take_profit_percent, rules.tick_size)
@@ -433,7 +467,7 @@ class CycleRunner:
             return
         if protection is None:
             protection = await cycle.broker.protective_orders(cycle.symbol)
-        stored = cycle.request.stored_position
+        stored = cycle.stored
         same = cycle.stored_side == position.side
         open_time, entry_id = (stored.open_time_ms, stored.entry_client_order_id) if same else (0, "")
         if not same:  # opened by this tick's entry (a duplicated call) or outside the bot
@@ -448,14 +482,14 @@ class CycleRunner:
         """An order that may change the symbol's position is about to go out (its outcome may be
         unknown), or a closed trade is being booked: from now on this tick reads the symbol's position
         and daily PnL from the exchange, not from the account's snapshots."""
-        self._accounts.mark_changed(cycle.connection_id, cycle.request.tick_id, cycle.symbol)
+        self._accounts.mark_changed(cycle.connection_id, cycle.input.tick_id, cycle.symbol)
 
     def _open_time(self, cycle: _Cycle, position: ExchangePosition) -> int:
-        return cycle.request.stored_position.open_time_ms if cycle.stored_side == position.side else 0
+        return cycle.stored.open_time_ms if cycle.stored_side == position.side else 0
 
     @staticmethod
     def _rules(cycle: _Cycle) -> SymbolRules:
-        filters = cycle.request.market.filters
+        filters = cycle.input.market.filters
         return SymbolRules.from_filters(filters.tick_size, filters.step_size, filters.min_qty, filters.max_qty,
                                         filters.min_notional, filters.market_step_size, filters.market_max_qty)
 

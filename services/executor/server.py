@@ -9,9 +9,11 @@ from contextlib import contextmanager
 import grpc
 from pymongo import AsyncMongoClient
 from pymongo.errors import ConnectionFailure, NetworkTimeout, ServerSelectionTimeoutError
-from tradebot.v1 import executor_pb2, executor_pb2_grpc
+from tradebot.v1 import executor_pb2, executor_pb2_grpc, market_pb2_grpc
 
 from services.common.errors import Unavailable
+from services.common.grpc_client import make_channel
+from services.common.caller_policy import GATEWAY, OPERATOR
 from services.common.grpc_server import ServiceBinding
 from services.common.mongo_metrics import COMMAND_LISTENER
 from services.executor.account_cache import AccountCache
@@ -19,8 +21,11 @@ from services.executor.brokers.factory import BrokerFactory
 from services.executor.connections import ConnectionRepository
 from services.executor.credentials import CredentialVault
 from services.executor.cycle import CycleRunner
+from services.executor.cycle_requests import CycleRequests, deadline_from
+from services.executor.market_inputs import MarketReader, MarketServiceReader
 from services.executor.metrics_hooks import cycle_mode, note_connection_mode, record_cycle
 from services.executor.settings import ExecutorSettings
+from services.executor.stored_bots import StoredBotReader
 
 SERVICE_NAME = "tradebot.v1.Executor"
 
@@ -28,14 +33,16 @@ log = logging.getLogger(__name__)
 
 
 class ExecutorServicer(executor_pb2_grpc.ExecutorServicer):
-    def __init__(self, runner: CycleRunner) -> None:
+    def __init__(self, requests: CycleRequests, runner: CycleRunner) -> None:
+        self._requests = requests
         self._runner = runner
 
     async def RunCycle(  # noqa: N802 (gRPC method name)
         self, request: executor_pb2.RunCycleRequest, context: grpc.aio.ServicerContext
     ) -> executor_pb2.RunCycleResponse:
         with _database_errors_as_unavailable(), cycle_mode() as mode:
-            response = await self._runner.run(request)
+            cycle_input = await self._requests.resolve(request, deadline_from(context.time_remaining()))
+            response = await self._runner.run(cycle_input)
             record_cycle(response, mode.mode)
             return response
 
@@ -43,7 +50,9 @@ class ExecutorServicer(executor_pb2_grpc.ExecutorServicer):
         self, request: executor_pb2.GetPositionRequest, context: grpc.aio.ServicerContext
     ) -> executor_pb2.GetPositionResponse:
         with _database_errors_as_unavailable():
-            return await self._runner.get_position(request)
+            stored = (await self._requests.stored_bot(request.bot)).bot
+            connection_id = "" if stored.exchange_connection_id is None else str(stored.exchange_connection_id)
+            return await self._runner.get_position(str(stored.user_id), connection_id, stored.symbol)
 
 
 @contextmanager
@@ -59,7 +68,8 @@ def _database_errors_as_unavailable() -> Iterator[None]:
 class ExecutorApp:
     """Everything the service owns, built from settings; ``close()`` releases it."""
 
-    def __init__(self, settings: ExecutorSettings, *, mongo_timeout_ms: int = 5000) -> None:
+    def __init__(self, settings: ExecutorSettings, *, mongo_timeout_ms: int = 5000,
+                 market: MarketReader | None = None) -> None:
         self.settings = settings
         # A short server-selection timeout: a tick has minutes, not pymongo's default 30 s per call.
         self.mongo: AsyncMongoClient = AsyncMongoClient(
@@ -71,15 +81,25 @@ class ExecutorApp:
         self.brokers = BrokerFactory(db, self.vault, settings)
         self.runner = CycleRunner(ConnectionRepository(db), self.brokers, AccountCache(),
                                   on_connection=note_connection_mode)
-        self.servicer = ExecutorServicer(self.runner)
+        # The market service is the executor's source of prices and filters (tests may hand in their own).
+        self._market_channel = None if market is not None else make_channel(settings.market_addr)
+        if market is None:
+            assert self._market_channel is not None
+            market = MarketServiceReader(market_pb2_grpc.MarketDataStub(self._market_channel))
+        self.requests = CycleRequests(StoredBotReader(db), market)
+        self.servicer = ExecutorServicer(self.requests, self.runner)
         self._closed = False
 
     def binding(self) -> ServiceBinding:
-        return ServiceBinding(SERVICE_NAME, self.servicer, executor_pb2_grpc.add_ExecutorServicer_to_server)
+        # Only the gateway's certificate drives trades; an operator may read a position.
+        callers = {"RunCycle": frozenset({GATEWAY}), "GetPosition": frozenset({GATEWAY, OPERATOR})}
+        return ServiceBinding(SERVICE_NAME, self.servicer, executor_pb2_grpc.add_ExecutorServicer_to_server, callers)
 
     async def close(self) -> None:
         if self._closed:
             return
         self._closed = True
+        if self._market_channel is not None:
+            await self._market_channel.close()
         await self.brokers.close()
         await self.mongo.close()

@@ -2,9 +2,10 @@
 
     claim (update_many + find) -> parse each document
       -> weight plan (one find on exchangeconnections): defer what the per-IP budget cannot carry
-      -> per (symbol, interval): candles + filters + price, once
+      -> per (symbol, interval): candles, once
         -> per (strategy, symbol, interval, params): one Analyze
-          -> per bot, bounded concurrency: executor RunCycle
+          -> per bot, bounded concurrency: executor RunCycle (the bot's id, the tick's id, the signal;
+             the executor reads the bot from MongoDB and the price and filters from the market)
     -> one bulk_write of bot updates (lease released), insert_many of TradeLogs
 
 Only the executor step is per bot. Every gRPC call carries a deadline taken
@@ -33,8 +34,9 @@ from services.common.grpc_server import BOT_INSTANCE_ID_METADATA_KEY, TICK_ID_ME
 from services.common.jsonlog import bot_instance_id_var, tick_id_var
 from services.gateway import records
 from services.gateway.clients import ServiceClients
-from services.gateway.conversions import action_name, config_to_proto, position_to_proto, statistics_to_proto
-from services.gateway.documents import BotDocument, BotIdentity, InvalidBotDocument, identity_of, parse_bot
+from services.common.public_errors import without_addresses
+from services.gateway.conversions import action_name
+from services.common.bot_documents import BotDocument, BotIdentity, InvalidBotDocument, identity_of, parse_bot
 from services.gateway.repository import BotRepository, BotUpdate, DatabaseUnavailable
 from services.gateway.results import BotResult, BotStatus
 from services.gateway.settings import GatewaySettings
@@ -46,7 +48,6 @@ log = logging.getLogger(__name__)
 MIN_CALL_SECONDS = 1.0            # no call starts with less time than this left
 RESPONSE_MARGIN_SECONDS = 0.5    # kept after the writes for building and sending the response
 CONNECT_WAIT_SECONDS = 3.0        # at most this long for a (re)starting service's channel to connect
-RECENT_CANDLES_FOR_EXECUTOR = 10  # paper SL/TP look at candles since the entry, at least these
 
 
 @dataclass(frozen=True)
@@ -98,8 +99,6 @@ class _BotOutcome:
 @dataclass(frozen=True)
 class _Market:
     candles: list[common_pb2.Candle]   # closed, oldest first
-    price: str
-    filters: common_pb2.SymbolFilters
 
 
 class _Skip(Exception):
@@ -137,7 +136,6 @@ class _Tick:
         self.cycle_seconds: list[float] = []   # each bot's RunCycle round trip, for the latency percentiles
         self.upstream_slots = asyncio.Semaphore(self.config.concurrency)
         self.executor_slots = PrioritySlots(self.config.concurrency)
-        self.symbol_data: dict[tuple[str, str], asyncio.Task[tuple[str, common_pb2.SymbolFilters]]] = {}
         self.metadata = ((TICK_ID_METADATA_KEY, tick_id),)
         self.weight_plan: WeightPlan | None = None
         self.stored_logs: list[dict[str, Any]] = []
@@ -244,11 +242,6 @@ class _Tick:
                 log.error("tick group crashed", exc_info=error)
                 unfinished = [bot for bot in members if bot.instance_id not in self.outcomes]
                 self._fail_all(unfinished, f"Internal gateway error ({type(error).__name__})", "GATEWAY_ERROR")
-        for symbol_task in self.symbol_data.values():
-            if not symbol_task.done():
-                symbol_task.cancel()
-            elif not symbol_task.cancelled():
-                symbol_task.exception()  # already reported through its groups; mark it retrieved
 
     async def _market_group(self, key: tuple[str, str, str], bots: list[BotDocument]) -> None:
         symbol, interval, solo = key
@@ -268,30 +261,15 @@ class _Tick:
         await asyncio.gather(*(self._strategy_group(k, members, market) for k, members in by_strategy.items()))
 
     async def _market(self, symbol: str, interval: str, solo: str) -> _Market:
-        candles_call = self._call(
+        candles = await self._call(
             "market GetCandles",
             self.clients.market.GetCandles,
             market_pb2.GetCandlesRequest(symbol=symbol, interval=interval, limit=self.config.candle_limit),
         )
-        shared = (symbol, solo)  # filters and price are per symbol, shared across its intervals
-        if shared not in self.symbol_data:
-            self.symbol_data[shared] = asyncio.create_task(self._symbol_data(symbol))
-        candles, (price, filters) = await asyncio.gather(candles_call, asyncio.shield(self.symbol_data[shared]))
         closed = [candle for candle in candles.candles if candle.closed]
         if not closed:
             raise _StageFailed(f"no closed candles for {symbol} {interval}")
-        return _Market(closed, price, filters)
-
-    async def _symbol_data(self, symbol: str) -> tuple[str, common_pb2.SymbolFilters]:
-        filters, price = await asyncio.gather(
-            self._call(
-                "market GetSymbolFilters",
-                self.clients.market.GetSymbolFilters,
-                market_pb2.GetSymbolFiltersRequest(symbol=symbol),
-            ),
-            self._call("market GetPrice", self.clients.market.GetPrice, market_pb2.GetPriceRequest(symbol=symbol)),
-        )
-        return price.price, filters
+        return _Market(closed)
 
     async def _strategy_group(self, key: tuple[Any, ...], bots: list[BotDocument], market: _Market) -> None:
         bot_id, symbol, interval, params, use_ai = key
@@ -316,11 +294,11 @@ class _Tick:
             else:
                 self._fail_all(bots, f"Strategy analysis failed: {failure}", "STRATEGY_ERROR")
             return
-        await asyncio.gather(*(self._bot(bot, market, analysis) for bot in bots))
+        await asyncio.gather(*(self._bot(bot, analysis) for bot in bots))
 
     # --- 4. per bot -----------------------------------------------------------
 
-    async def _bot(self, bot: BotDocument, market: _Market, analysis: strategy_pb2.AnalyzeResponse) -> None:
+    async def _bot(self, bot: BotDocument, analysis: strategy_pb2.AnalyzeResponse) -> None:
         # Open positions first: monitoring risk matters more than finding an entry.
         async with self.executor_slots.slot(0 if bot.position is not None else 1):
             if self.time_left() < MIN_CALL_SECONDS:
@@ -333,7 +311,7 @@ class _Tick:
                 cycle = await self._call(
                     "executor RunCycle",
                     self.clients.executor.RunCycle,
-                    self._cycle_request(bot, market, analysis),
+                    self._cycle_request(bot, analysis),
                     bot_instance_id=str(bot.instance_id),
                 )
             except _Skip as skip:
@@ -345,12 +323,12 @@ class _Tick:
             finally:
                 self.cycle_seconds.append(time.monotonic() - called)
                 bot_instance_id_var.reset(token)
-        self._succeed(bot, market, analysis, cycle)
+        self._succeed(bot, analysis, cycle)
 
-    def _cycle_request(
-        self, bot: BotDocument, market: _Market, analysis: strategy_pb2.AnalyzeResponse
-    ) -> executor_pb2.RunCycleRequest:
-        request = executor_pb2.RunCycleRequest(
+    def _cycle_request(self, bot: BotDocument, analysis: strategy_pb2.AnalyzeResponse) -> executor_pb2.RunCycleRequest:
+        # The bot's id, the tick and the signal; the identity fields are checked by the executor against
+        # the stored bot, whose config, statistics and position it reads itself.
+        return executor_pb2.RunCycleRequest(
             tick_id=self.tick_id,
             bot=executor_pb2.BotRef(
                 bot_instance_id=str(bot.instance_id),
@@ -360,16 +338,8 @@ class _Tick:
                 symbol=bot.symbol,
                 exchange_connection_id="" if bot.exchange_connection_id is None else str(bot.exchange_connection_id),
             ),
-            config=config_to_proto(bot.config),
-            statistics=statistics_to_proto(bot.statistics),
             signal=analysis.signal,
-            market=executor_pb2.MarketContext(
-                price=market.price, filters=market.filters, candles=_candles_for_executor(bot, market.candles)
-            ),
         )
-        if bot.position is not None:
-            request.stored_position.CopyFrom(position_to_proto(bot.position))
-        return request
 
     # --- calls ----------------------------------------------------------------
 
@@ -388,11 +358,14 @@ class _Tick:
             return await method(request, timeout=timeout, metadata=metadata)
         except grpc.aio.AioRpcError as error:
             code = error.code()
+            if code == grpc.StatusCode.ABORTED:   # the executor found the bot held by another tick
+                raise _Skip(f"in progress ({without_addresses(error.details() or 'held by another tick')})") from None
             if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
                 retry_after = _retry_after(error)
                 wait = f", retry in {retry_after}s" if retry_after else ""
-                raise _Skip(f"rate limited ({name}: {error.details()}{wait})") from None
-            details = error.details() or "no details"
+                raise _Skip(f"rate limited ({name}: {without_addresses(error.details() or '')}{wait})") from None
+            # The text reaches lastError, TradeLogs and webhooks: no internal addresses in it.
+            details = without_addresses(error.details() or "no details")
             raise _StageFailed(f"{name}: {code.name}: {details}", code=code, details=details) from None
 
     # --- outcomes -------------------------------------------------------------
@@ -400,7 +373,6 @@ class _Tick:
     def _succeed(
         self,
         bot: BotDocument,
-        market: _Market,
         analysis: strategy_pb2.AnalyzeResponse,
         cycle: executor_pb2.RunCycleResponse,
     ) -> None:
@@ -416,7 +388,7 @@ class _Tick:
         self.outcomes[bot.instance_id] = _BotOutcome(
             result,
             records.cycle_update(bot.statistics, analysis, cycle, self.now),
-            records.cycle_logs(bot.identity, bot.config.interval, market.price, analysis, cycle, self.now),
+            records.cycle_logs(bot.identity, bot.config.interval, cycle.reference_price, analysis, cycle, self.now),
         )
 
     def _fail(self, identity: BotIdentity, error: str, action: str) -> None:
@@ -498,15 +470,6 @@ def _retry_after(error: grpc.aio.AioRpcError) -> str | None:
         if key == RETRY_AFTER_METADATA_KEY:
             return value if isinstance(value, str) else None
     return None
-
-
-def _candles_for_executor(bot: BotDocument, candles: Sequence[common_pb2.Candle]) -> list[common_pb2.Candle]:
-    recent = list(candles[-RECENT_CANDLES_FOR_EXECUTOR:])
-    if bot.position is None or bot.position.open_time is None:
-        return recent
-    opened_ms = int(bot.position.open_time.timestamp() * 1000)
-    since_entry = [candle for candle in candles if candle.close_time_ms >= opened_ms]
-    return since_entry if len(since_entry) > len(recent) else recent
 
 
 def _result(identity: BotIdentity, status: BotStatus, **fields: Any) -> BotResult:

@@ -87,6 +87,12 @@ class SingleFlightCache(Generic[Value]):
         finally:
             self._in_flight.pop(key, None)
 
+    def discard(self, key: Hashable, value: Value) -> None:
+        """Drop ``key``'s entry if it still holds ``value`` (a caller found it too small for its need)."""
+        entry = self._entries.get(key)
+        if entry is not None and entry.value is value:
+            del self._entries[key]
+
     def _count_hit(self) -> None:
         self.hits += 1
         if self._on_hit is not None:

@@ -1,8 +1,10 @@
 """Market data as the rest of the system sees it: validated, cached, closed candles.
 
 Source-agnostic: the Binance and simulated sources sit behind ``MarketSource``.
-One upstream fetch per (symbol, interval, limit) and candle period serves every
-caller; the entry lives until the current candle closes or the TTL passes.
+One upstream fetch per (symbol, interval) and candle period serves every
+caller: the window cached is the longest asked for, and a shorter request is
+its tail (the gateway's 300 candles also serve the executor's few). The entry
+lives until the current candle closes or the TTL passes.
 """
 
 from __future__ import annotations
@@ -14,15 +16,24 @@ from dataclasses import dataclass
 
 from services.common.errors import InvalidArgument
 from services.common import metrics
-from services.market.cache import Loaded, SingleFlightCache
-from services.market.intervals import next_open_time, open_time_containing, validate_interval
+from services.market.cache import Loaded, Lookup, SingleFlightCache
+from services.common.intervals import next_open_time, open_time_containing, validate_interval
 from services.market.settings import MarketSettings
 from services.market.sources.base import Bar, MarketSource, PriceQuote, TradingRules
 
 DEFAULT_LIMIT = 200
 MAX_LIMIT = 1500  # Binance's maximum klines per request
 _NOT_YET_ROLLED_TTL_SECONDS = 1.0
+_LONGER_WINDOW_TRIES = 3
 _SYMBOL_PATTERN = re.compile(r"^[A-Z0-9]{2,30}$")
+
+
+@dataclass(frozen=True, slots=True)
+class _Window:
+    """What one upstream klines request returned, and how many candles it asked for."""
+
+    fetched: int
+    bars: list[Bar]
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,7 +84,7 @@ class MarketDataService:
         self.source = source
         self._settings = settings
         self._clock = clock
-        self._candles: SingleFlightCache[list[Bar]] = SingleFlightCache(
+        self._candles: SingleFlightCache[_Window] = SingleFlightCache(
             settings.cache_max_entries,
             clock,
             on_hit=metrics.CANDLE_CACHE_HITS_TOTAL.inc,
@@ -91,23 +102,34 @@ class MarketDataService:
         # One more than asked: the newest kline is usually the one still in progress.
         fetch_count = min(limit + 1, MAX_LIMIT)
 
-        async def load() -> Loaded[list[Bar]]:
+        async def load() -> Loaded[_Window]:
             bars = await self.source.fetch_bars(symbol, interval, fetch_count, deadline)
             now = self._clock()
+            window = _Window(fetch_count, bars)
             current_open = open_time_containing(interval, int(now * 1000))
             if bars and bars[-1].open_time_ms < current_open:
                 # The exchange has not opened the current candle yet (its clock is a little
                 # behind ours): its newest candle may still change, so keep it only briefly.
-                return Loaded(bars, now + min(_NOT_YET_ROLLED_TTL_SECONDS, self._settings.cache_ttl_seconds))
+                return Loaded(window, now + min(_NOT_YET_ROLLED_TTL_SECONDS, self._settings.cache_ttl_seconds))
             next_close = next_open_time(interval, current_open) / 1000
-            return Loaded(bars, min(now + self._settings.cache_ttl_seconds, next_close))
+            return Loaded(window, min(now + self._settings.cache_ttl_seconds, next_close))
 
-        lookup = await self._candles.get((symbol, interval, limit), load)
+        lookup = await self._candles.get((symbol, interval), load)
+        # A window fetched for a shorter request cannot serve this one: fetch the longer one, which
+        # then serves both. A few tries, in case shorter loads keep landing in between.
+        for _ in range(_LONGER_WINDOW_TRIES):
+            if lookup.value.fetched >= fetch_count:
+                break
+            self._candles.discard((symbol, interval), lookup.value)
+            lookup = await self._candles.get((symbol, interval), load)
+        else:
+            if lookup.value.fetched < fetch_count:
+                lookup = Lookup((await load()).value, False)
         now_ms = int(self._clock() * 1000)
-        bars = [bar for bar in lookup.value if bar.close_time_ms < now_ms][-limit:]
+        bars = [bar for bar in lookup.value.bars if bar.close_time_ms < now_ms][-limit:]
         closed = [True] * len(bars)
         if include_open:
-            in_progress = [bar for bar in lookup.value if bar.close_time_ms >= now_ms]
+            in_progress = [bar for bar in lookup.value.bars if bar.close_time_ms >= now_ms]
             bars += in_progress
             closed += [False] * len(in_progress)
         return CandleWindow(symbol, interval, bars, closed, lookup.from_cache)

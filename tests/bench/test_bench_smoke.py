@@ -52,8 +52,9 @@ def test_bench_measures_both_settings_and_writes_results(tmp_path, capsys):
     assert project["ai_calls"] == project["distinct_buy_sell_groups"] == project["buy_sell_analyses"]
     if project["ai_calls"]:
         assert project["ai_tokens"] > 0   # read from the strategy service's /metrics
-    # Baseline: one candle request and one analysis per bot; every BUY/SELL analysis asks the AI.
-    assert baseline["kline_requests"] == 20
+    # Baseline (no market cache): one candle request and one analysis per bot, and the executor's own
+    # candle read for each paper position it simulates stops on; every BUY/SELL analysis asks the AI.
+    assert baseline["kline_requests"] == 20 + baseline["bots_with_positions"]
     assert baseline["ai_calls"] == baseline["buy_sell_analyses"]
     assert baseline["weight_used"] > project["weight_used"] > 0
     assert project["speedup"] == pytest.approx(baseline["tick_seconds"] / project["tick_seconds"], rel=0.05)

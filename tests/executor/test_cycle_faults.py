@@ -22,7 +22,7 @@ from services.executor.brokers.paper import PaperBroker
 from services.executor.connections import ConnectionRepository, ExchangeConnection
 from services.executor.credentials import CredentialVault
 from services.executor.cycle import CycleRunner
-from tests.executor.builders import request
+from tests.executor.builders import cycle_input
 
 LOG_SECRET = "Qm7-distinctive-log-secret-31337"
 
@@ -77,7 +77,7 @@ def runner_with(db, executor_settings):
 
 async def test_stop_loss_that_cannot_be_placed_closes_the_position_at_once(runner_with, paper_connection, db):
     user_id, _ = paper_connection
-    reply = await runner_with({"protect"}).run(request(user_id=user_id))
+    reply = await runner_with({"protect"}).run(cycle_input(user_id=user_id))
     assert reply.order.placed and not reply.has_position
     [trade] = reply.closed_trades
     assert trade.reason == "STOP_LOSS_NOT_PLACED" and trade.realized_pnl == "-10"   # two 5 USDT fees
@@ -88,7 +88,7 @@ async def test_stop_loss_that_cannot_be_placed_closes_the_position_at_once(runne
 
 async def test_rejected_entry_is_an_error_event_and_no_position(runner_with, paper_connection, db):
     user_id, _ = paper_connection
-    reply = await runner_with({"open"}).run(request(user_id=user_id))
+    reply = await runner_with({"open"}).run(cycle_input(user_id=user_id))
     assert not reply.order.placed and not reply.has_position
     [error] = [e for e in reply.events if e.log_type == "ERROR"]
     assert error.severity == "ERROR" and "-2019" in error.message and "Margin is insufficient" in error.message
@@ -98,7 +98,7 @@ async def test_rejected_entry_is_an_error_event_and_no_position(runner_with, pap
 
 async def test_entry_with_unknown_outcome_is_found_and_protected(runner_with, paper_connection, db):
     user_id, _ = paper_connection
-    reply = await runner_with({"open-unknown"}).run(request(user_id=user_id))
+    reply = await runner_with({"open-unknown"}).run(cycle_input(user_id=user_id))
     assert reply.order.placed and reply.has_position and reply.position.stop_loss == "49000"
     assert not [e for e in reply.events if e.log_type == "ERROR"]
     assert (await db.paperpositions.find_one({}))["stopLoss"] == "49000"
@@ -108,8 +108,8 @@ async def test_failed_emergency_close_is_one_critical_safety_event_and_the_stop_
     from tests.executor.builders import config
     user_id, _ = paper_connection
     tight = config(max_daily_loss="100")
-    opened = await runner_with(set()).run(request(user_id=user_id, tick_id="t1", bot_config=tight))
-    reply = await runner_with({"close"}).run(request(user_id=user_id, tick_id="t2", price="49100", bot_config=tight,
+    opened = await runner_with(set()).run(cycle_input(user_id=user_id, tick_id="t1", bot_config=tight))
+    reply = await runner_with({"close"}).run(cycle_input(user_id=user_id, tick_id="t2", price="49100", bot_config=tight,
                                                      stored_position=opened.position))
     assert reply.safety.tripped and reply.safety.pause_bot and not reply.safety.position_closed
     [safety] = [e for e in reply.events if e.log_type == "SAFETY"]
@@ -122,7 +122,7 @@ async def test_failed_emergency_close_is_one_critical_safety_event_and_the_stop_
 async def test_unreadable_account_opens_nothing(runner_with, paper_connection, db):
     user_id, _ = paper_connection
     with pytest.raises(Unavailable):
-        await runner_with({"account"}).run(request(user_id=user_id))
+        await runner_with({"account"}).run(cycle_input(user_id=user_id))
     assert await db.paperpositions.count_documents({}) == 0
 
 
@@ -141,8 +141,8 @@ async def test_no_log_line_carries_a_decrypted_secret(runner_with, db, fernet_ke
     root.setLevel(logging.DEBUG)
     try:
         runner = runner_with({"protect"})            # a path full of CRITICAL logs
-        await runner.run(request(user_id=user_id, tick_id="log-1"))
-        await runner.run(request(user_id=user_id, tick_id="log-2", confidence=10))
+        await runner.run(cycle_input(user_id=user_id, tick_id="log-1"))
+        await runner.run(cycle_input(user_id=user_id, tick_id="log-2", confidence=10))
     finally:
         root.removeHandler(handler)
         root.setLevel(previous)

@@ -34,7 +34,7 @@ async def _testnet_user(db, fernet_key: str, secret: str = LIVE_SECRET) -> str:
 
 async def test_buy_on_testnet_opens_a_signed_protected_position(live_stub, fake, db, fernet_key, caplog):
     user_id = await _testnet_user(db, fernet_key)
-    reply = await live_stub.RunCycle(request(user_id=user_id, tick_id="live-1"))
+    reply = await live_stub.run_cycle(request(user_id=user_id, tick_id="live-1"))
     assert reply.order.placed, reply.decision
     assert reply.order.quantity == "0.2" and reply.order.stop_loss and reply.order.take_profit
     assert fake.position("BTCUSDT").amount == Decimal("0.2")
@@ -44,7 +44,7 @@ async def test_buy_on_testnet_opens_a_signed_protected_position(live_stub, fake,
     assert Decimal(working["TAKE_PROFIT_MARKET"]["triggerPrice"]) == Decimal(reply.order.take_profit)
     assert reply.has_position and reply.position.side == common_pb2.SIDE_LONG
 
-    again = await live_stub.RunCycle(request(user_id=user_id, tick_id="live-1"))   # duplicated tick
+    again = await live_stub.run_cycle(request(user_id=user_id, tick_id="live-1"))   # duplicated tick
     assert not again.order.placed and again.has_position
     assert len(fake.orders_sent("/fapi/v1/order")) == 1
     assert all(LIVE_SECRET not in record.getMessage() for record in caplog.records)
@@ -52,10 +52,10 @@ async def test_buy_on_testnet_opens_a_signed_protected_position(live_stub, fake,
 
 async def test_stop_loss_fired_on_the_exchange_is_booked(live_stub, fake, db, fernet_key):
     user_id = await _testnet_user(db, fernet_key)
-    opened = await live_stub.RunCycle(request(user_id=user_id, tick_id="live-1"))
+    opened = await live_stub.run_cycle(request(user_id=user_id, tick_id="live-1"))
     assert opened.order.placed, opened.decision
     fake.set_mark_price("BTCUSDT", Decimal(opened.order.stop_loss) - 10)
-    later = await live_stub.RunCycle(request(
+    later = await live_stub.run_cycle(request(
         user_id=user_id, tick_id="live-2", price="48900", action=common_pb2.ACTION_HOLD,
         stored_position=opened.position,
     ))
@@ -67,7 +67,7 @@ async def test_stop_loss_fired_on_the_exchange_is_booked(live_stub, fake, db, fe
 async def test_a_wrong_secret_fails_visibly_and_opens_nothing(live_stub, fake, db, fernet_key):
     user_id = await _testnet_user(db, fernet_key, secret="not-the-right-secret-123")
     with pytest.raises(grpc.aio.AioRpcError) as raised:
-        await live_stub.RunCycle(request(user_id=user_id, tick_id="live-1"))
+        await live_stub.run_cycle(request(user_id=user_id, tick_id="live-1"))
     assert raised.value.code() != grpc.StatusCode.UNKNOWN
     assert "not-the-right-secret-123" not in (raised.value.details() or "")
     assert fake.position("BTCUSDT").amount == 0

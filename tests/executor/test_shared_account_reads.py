@@ -17,7 +17,7 @@ import grpc
 import pytest
 from bson import ObjectId
 from cryptography.fernet import Fernet
-from tradebot.v1 import common_pb2, executor_pb2
+from tradebot.v1 import common_pb2
 
 from services.backtest.wiring import SinglePaperBroker, SinglePaperConnection
 from services.common.errors import FailedPrecondition, Unavailable
@@ -29,7 +29,7 @@ from services.executor.brokers.paper import PaperBroker
 from services.executor.brokers.paper_store import MemoryPaperStore
 from services.executor.connections import ExchangeConnection
 from services.executor.cycle import CycleRunner
-from tests.executor.builders import request
+from tests.executor.builders import BotCycle, cycle_input, request
 from tests.fakes.binance_futures import DEFAULT_SYMBOLS, FakeBinanceFutures, SymbolSpec
 
 API_KEY = "shared-reads-key-0001"
@@ -62,7 +62,7 @@ async def live_user(db, fernet_key) -> str:
     return user_id
 
 
-def _hold(user_id: str, tick_id: str, index: int, symbol: str) -> executor_pb2.RunCycleRequest:
+def _hold(user_id: str, tick_id: str, index: int, symbol: str) -> BotCycle:
     price = "50000" if symbol == "BTCUSDT" else "3000" if symbol == "ETHUSDT" else "100"
     return request(user_id=user_id, tick_id=tick_id, bot_instance_id=_bot_id(index), symbol=symbol, price=price,
                    action=common_pb2.ACTION_HOLD)
@@ -73,7 +73,7 @@ async def test_five_live_bots_of_one_account_share_one_account_read_per_tick(liv
     fake.set_mark_price("ETHUSDT", "3012.5")
     fake.requests.clear()
 
-    replies = await asyncio.gather(*(live_stub.RunCycle(_hold(live_user, "tick-1", i, s)) for i, s in enumerate(SYMBOLS)))
+    replies = await asyncio.gather(*(live_stub.run_cycle(_hold(live_user, "tick-1", i, s)) for i, s in enumerate(SYMBOLS)))
 
     assert len(fake.reads(ACCOUNT)) == 1   # balances and every position: one request (weight 5)
     assert fake.reads(BALANCE) == [] and [r for r in fake.reads(POSITION_RISK) if "symbol" not in r.params] == []
@@ -85,7 +85,7 @@ async def test_five_live_bots_of_one_account_share_one_account_read_per_tick(liv
     assert Decimal(eth.position.pnl) == Decimal("12.5") and Decimal(eth.position.mark_price) == Decimal("3012.5")
     assert not any(by_symbol[s].has_position for s in SYMBOLS if s != "ETHUSDT")
 
-    await asyncio.gather(*(live_stub.RunCycle(_hold(live_user, "tick-2", i, s)) for i, s in enumerate(SYMBOLS)))
+    await asyncio.gather(*(live_stub.run_cycle(_hold(live_user, "tick-2", i, s)) for i, s in enumerate(SYMBOLS)))
     assert len(fake.reads(ACCOUNT)) == 2   # a new tick reads again
     assert len(fake.reads(INCOME)) == 1    # the baseline is younger than 30 minutes: no weight-30 read
 
@@ -95,7 +95,7 @@ async def test_a_failed_account_read_opens_nothing_for_any_bot(live_stub, fake, 
                    times=1000)
     buys = [request(user_id=live_user, tick_id="tick-1", bot_instance_id=_bot_id(i), symbol=s,
                     price="50000" if s == "BTCUSDT" else "3000") for i, s in enumerate(("BTCUSDT", "ETHUSDT"))]
-    results = await asyncio.gather(*(live_stub.RunCycle(b) for b in buys), return_exceptions=True)
+    results = await asyncio.gather(*(live_stub.run_cycle(b) for b in buys), return_exceptions=True)
 
     assert all(isinstance(r, grpc.aio.AioRpcError) and r.code() == grpc.StatusCode.UNAVAILABLE for r in results)
     assert fake.orders_sent("/fapi/v1/order") == []
@@ -103,7 +103,7 @@ async def test_a_failed_account_read_opens_nothing_for_any_bot(live_stub, fake, 
 
 
 async def test_no_entry_when_the_daily_pnl_baseline_is_past_its_hard_maximum_and_unreadable(live_stub, fake, live_user):
-    await live_stub.RunCycle(_hold(live_user, "tick-1", 0, "BTCUSDT"))   # start-up baseline
+    await live_stub.run_cycle(_hold(live_user, "tick-1", 0, "BTCUSDT"))   # start-up baseline
     account_id = hashlib.sha256(f"{fake.url}\n{API_KEY}".encode()).hexdigest()[:16]
     shared = shared_state(account_id)
     assert shared.baseline is not None
@@ -112,7 +112,7 @@ async def test_no_entry_when_the_daily_pnl_baseline_is_past_its_hard_maximum_and
     fake.fail_next("GET", INCOME, status=503, code=-1001, msg="Internal error", times=1000)
 
     with pytest.raises(grpc.aio.AioRpcError) as failed:
-        await live_stub.RunCycle(request(user_id=live_user, tick_id="tick-2", bot_instance_id=_bot_id(0)))
+        await live_stub.run_cycle(request(user_id=live_user, tick_id="tick-2", bot_instance_id=_bot_id(0)))
 
     assert failed.value.code() == grpc.StatusCode.UNAVAILABLE and "daily realised PnL unknown" in failed.value.details()
     assert fake.orders_sent("/fapi/v1/order") == [] and fake.position("BTCUSDT").amount == 0
@@ -120,7 +120,7 @@ async def test_no_entry_when_the_daily_pnl_baseline_is_past_its_hard_maximum_and
 
 async def test_two_live_bots_on_the_same_symbol_enter_once(live_stub, fake, live_user):
     buys = [request(user_id=live_user, tick_id="tick-1", bot_instance_id=_bot_id(i)) for i in range(2)]
-    first, second = await asyncio.gather(*(live_stub.RunCycle(b) for b in buys))
+    first, second = await asyncio.gather(*(live_stub.run_cycle(b) for b in buys))
 
     placed = [r for r in (first, second) if r.order.placed]
     assert len(placed) == 1, (first.decision, second.decision)
@@ -181,27 +181,27 @@ async def test_bots_of_one_account_look_their_connection_up_once_per_tick():
     connections = CountingConnections()
     runner = _paper_runner(CountingPaperBroker(MemoryPaperStore()), connections)
     user = str(ObjectId())
-    await asyncio.gather(*(runner.run(_hold(user, "tick-1", i, s)) for i, s in enumerate(SYMBOLS)))
+    await asyncio.gather(*(runner.run(_hold(user, "tick-1", i, s).input()) for i, s in enumerate(SYMBOLS)))
     assert connections.lookups == 1
 
     # Deactivated between ticks: the next tick's lookup sees it, and every bot of the account stops.
     connections.refuse = True
-    outcomes = await asyncio.gather(*(runner.run(_hold(user, "tick-2", i, s)) for i, s in enumerate(SYMBOLS)),
+    outcomes = await asyncio.gather(*(runner.run(_hold(user, "tick-2", i, s).input()) for i, s in enumerate(SYMBOLS)),
                                     return_exceptions=True)
     assert all(isinstance(outcome, FailedPrecondition) for outcome in outcomes)
     # A failed lookup is not kept: re-activated, the same tick's next bot finds the connection again.
     connections.refuse = False
-    assert (await runner.run(_hold(user, "tick-2", 0, "BTCUSDT"))).decision
+    assert (await runner.run(_hold(user, "tick-2", 0, "BTCUSDT").input())).decision
 
 
 async def test_paper_bots_of_one_account_share_one_positions_read_per_tick():
     broker = CountingPaperBroker(MemoryPaperStore())
     runner = _paper_runner(broker)
     user = str(ObjectId())
-    await asyncio.gather(*(runner.run(_hold(user, "tick-1", i, s)) for i, s in enumerate(SYMBOLS)))
+    await asyncio.gather(*(runner.run(_hold(user, "tick-1", i, s).input()) for i, s in enumerate(SYMBOLS)))
     assert (broker.snapshot_reads, broker.symbol_reads) == (1, 0)
     assert (broker.daily_snapshot_reads, broker.daily_symbol_reads) == (1, 0)   # today's PnL: one read too
-    await asyncio.gather(*(runner.run(_hold(user, "tick-2", i, s)) for i, s in enumerate(SYMBOLS)))
+    await asyncio.gather(*(runner.run(_hold(user, "tick-2", i, s).input()) for i, s in enumerate(SYMBOLS)))
     assert (broker.snapshot_reads, broker.symbol_reads) == (2, 0)
     assert (broker.daily_snapshot_reads, broker.daily_symbol_reads) == (2, 0)
 
@@ -210,7 +210,7 @@ async def test_paper_failed_positions_read_opens_nothing():
     store = MemoryPaperStore()
     broker = CountingPaperBroker(store, fail_reads=True)
     with pytest.raises(Unavailable):
-        await _paper_runner(broker).run(request(user_id=str(ObjectId()), tick_id="tick-1"))
+        await _paper_runner(broker).run(cycle_input(user_id=str(ObjectId()), tick_id="tick-1"))
     assert await store.list_positions("paper-account") == []
 
 
@@ -219,7 +219,7 @@ async def test_paper_second_bot_on_the_same_symbol_sees_the_first_bots_position(
     broker = CountingPaperBroker(store)
     runner = _paper_runner(broker)
     user = str(ObjectId())
-    replies = await asyncio.gather(*(runner.run(request(user_id=user, tick_id="tick-1", bot_instance_id=_bot_id(i)))
+    replies = await asyncio.gather(*(runner.run(cycle_input(user_id=user, tick_id="tick-1", bot_instance_id=_bot_id(i)))
                                      for i in range(2)))
     assert sum(r.order.placed for r in replies) == 1
     assert all(r.has_position for r in replies)
@@ -231,13 +231,13 @@ async def test_paper_stop_filled_by_this_bots_observe_is_not_hidden_by_the_share
     broker = CountingPaperBroker(MemoryPaperStore())
     runner = _paper_runner(broker)
     user = str(ObjectId())
-    opened = await runner.run(request(user_id=user, tick_id="tick-1", bot_instance_id=_bot_id(0)))
+    opened = await runner.run(cycle_input(user_id=user, tick_id="tick-1", bot_instance_id=_bot_id(0)))
     assert opened.order.placed and opened.order.stop_loss == "49000"
 
     # tick 2: another bot of the account takes the snapshot (BTC still open), then the BTC bot's
     # price falls through the stop: its own read must see the position gone and book the trade.
-    await runner.run(_hold(user, "tick-2", 1, "ETHUSDT"))
-    later = await runner.run(request(user_id=user, tick_id="tick-2", bot_instance_id=_bot_id(0), price="48000",
+    await runner.run(_hold(user, "tick-2", 1, "ETHUSDT").input())
+    later = await runner.run(cycle_input(user_id=user, tick_id="tick-2", bot_instance_id=_bot_id(0), price="48000",
                                      action=common_pb2.ACTION_HOLD, stored_position=opened.position))
     assert broker.snapshot_reads == 2
     assert not later.has_position

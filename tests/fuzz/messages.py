@@ -148,27 +148,6 @@ def bot_config(draw: st.DrawFn) -> executor_pb2.BotConfig:
     )
 
 
-FILTER_FIELDS = ("tick_size", "step_size", "min_qty", "max_qty", "min_notional", "market_step_size", "market_max_qty")
-
-
-def symbol_filters(draw: st.DrawFn) -> common_pb2.SymbolFilters:
-    valid = builders.filters()
-    values = {name: rarely(draw, getattr(valid, name), decimal_text) for name in FILTER_FIELDS}
-    return common_pb2.SymbolFilters(symbol=rarely(draw, valid.symbol, symbols), **values)
-
-
-@st.composite
-def recent_candles(draw: st.DrawFn) -> list[common_pb2.Candle]:
-    """A few 5m candles around 50000 (may trigger a paper stop), sometimes with one generated price."""
-    count = draw(st.integers(min_value=0, max_value=4))
-    start = 1_764_000_000_000
-    candles = [builders.candle(start + index * 300_000, "49000", "51000", "50000") for index in range(count)]
-    if candles and draw(st.booleans()):
-        index = draw(st.integers(min_value=0, max_value=count - 1))
-        setattr(candles[index], draw(st.sampled_from(CANDLE_PRICE_FIELDS[:4])), draw(decimal_text))
-    return candles
-
-
 signals = st.builds(
     common_pb2.Signal,
     action=st.one_of(st.sampled_from([0, 1, 2, 3]), INT32),
@@ -205,21 +184,20 @@ def bot_ref(draw: st.DrawFn, user_id: str, connection_id: str) -> executor_pb2.B
 
 @st.composite
 def run_cycle_requests(draw: st.DrawFn, user_id: str, connection_id: str) -> executor_pb2.RunCycleRequest:
+    """Mostly what the gateway sends (the stored bot, a tick, a signal); sometimes statements of the
+    bot's config, statistics or position, which must match the stored bot or be refused."""
     message = executor_pb2.RunCycleRequest(
         tick_id=rarely(draw, draw(st.text(alphabet="abcdef0123456789-", min_size=1, max_size=20)), any_text),
         bot=bot_ref(draw, user_id, connection_id),
-        config=bot_config(draw),
-        statistics=executor_pb2.BotStatistics(consecutive_losses=rarely(draw, 0, INT32)),
-        market=executor_pb2.MarketContext(
-            price=rarely(draw, draw(st.sampled_from(["50000", "48000", "53000"])), decimal_text),
-            filters=symbol_filters(draw),
-            candles=draw(st.one_of(recent_candles(), recent_candles(), recent_candles(), random_candles)),
-        ),
     )
+    if draw(st.integers(min_value=0, max_value=3)) == 0:
+        message.config.CopyFrom(bot_config(draw))
+    if draw(st.integers(min_value=0, max_value=3)) == 0:
+        message.statistics.CopyFrom(executor_pb2.BotStatistics(consecutive_losses=rarely(draw, 0, INT32)))
     if draw(st.integers(min_value=0, max_value=3)):
         message.signal.CopyFrom(rarely(draw, common_pb2.Signal(action=draw(st.sampled_from([1, 2, 3])),
                                                                   confidence=90.0, reason="fuzz"), signals))
-    if draw(st.integers(min_value=0, max_value=3)) == 0:
+    if draw(st.integers(min_value=0, max_value=7)) == 0:
         message.stored_position.CopyFrom(draw(positions))
     return message
 

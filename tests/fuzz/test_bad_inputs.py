@@ -14,6 +14,7 @@ import pytest
 
 from services.common.grpc_server import MAX_STATUS_MESSAGE_CHARS
 from tests.executor import builders
+from tests.executor.conftest import RunningExecutor
 from tests.strategy.conftest import analyze_request
 from tradebot.v1 import executor_pb2, executor_pb2_grpc, market_pb2, market_pb2_grpc, strategy_pb2_grpc
 
@@ -100,29 +101,17 @@ async def test_analyze_rejects_bad_input(strategy_port: int, mutate: Callable[[A
 
 # -- executor ----------------------------------------------------------------
 def _config(**overrides: object) -> Callable[[executor_pb2.RunCycleRequest], None]:
+    """A config statement (checked against the stored bot after it is validated)."""
     return lambda request: request.config.CopyFrom(builders.config(**overrides))
-
-
-def _candle_low(low: str) -> Callable[[executor_pb2.RunCycleRequest], None]:
-    """Two sane candles, the second with ``low`` (regression: a negative low used to be accepted)."""
-    def mutate(request: executor_pb2.RunCycleRequest) -> None:
-        start = 1_764_000_000_000
-        request.market.candles.extend([builders.candle(start, "49000", "51000", "50000"),
-                                       builders.candle(start + 300_000, "49000", "51000", "50000")])
-        request.market.candles[1].low = low
-    return mutate
 
 
 @pytest.mark.parametrize(
     ("mutate", "fragment"),
     [
-        (_set(lambda r: r.bot, "symbol", ""), "bot.symbol must be an exchange symbol"),
-        (_set(lambda r: r.bot, "symbol", "BTC/USDT"), "bot.symbol must be an exchange symbol"),
         (_set(lambda r: r, "tick_id", ""), "tick_id is required"),
-        (_set(lambda r: r.market, "price", "NaN"), "market.price must be a finite number"),
-        (_set(lambda r: r.market, "price", "-1"), "market.price must be greater than 0"),
-        (_set(lambda r: r.market, "price", "abc"), "market.price must be a decimal number"),
-        (_set(lambda r: r.market, "price", ""), "market.price must be a decimal number"),
+        (_set(lambda r: r, "tick_id", "t" * 129), "tick_id is at most 128 characters"),
+        (_set(lambda r: r.bot, "bot_instance_id", ""), "bot.bot_instance_id is required"),
+        (_set(lambda r: r.bot, "bot_instance_id", "b1"), "bot.bot_instance_id must be a 24-character hex ObjectId"),
         (_set(lambda r: r.signal, "confidence", 100.5), "signal.confidence must be in 0..100"),
         (_set(lambda r: r.signal, "confidence", -1.0), "signal.confidence must be in 0..100"),
         (_set(lambda r: r.signal, "confidence", NAN), "signal.confidence must be in 0..100"),
@@ -133,33 +122,22 @@ def _candle_low(low: str) -> Callable[[executor_pb2.RunCycleRequest], None]:
         (_config(take_profit_percent="NaN"), "config.take_profit_percent must be a finite number"),
         (_config(max_daily_loss="1e309x"), "config.max_daily_loss must be a decimal number"),
         (_config(margin_type="HEDGE"), "config.margin_type must be ISOLATED or CROSSED"),
-        (_candle_low("NaN"), "market.candles[1].low must be a finite number"),
-        (_candle_low("-5"), "market.candles[1].low must be greater than 0"),
-        (_candle_low("0"), "market.candles[1].low must be greater than 0"),
-        # Regressions: tiny numbers overflowed Decimal's exponent in the sizing (INTERNAL).
-        (_set(lambda r: r.market, "price", "1E-999999"), "market.price is out of range"),
-        (_set(lambda r: r.market.filters, "tick_size", "1E-999999"), "market.filters.tick_size is out of range"),
-        (_set(lambda r: r.market.filters, "min_notional", "1e400"), "market.filters.min_notional is out of range"),
-        (_candle_low("1e-400"), "market.candles[1].low is out of range"),
-        (_set(lambda r: r.market.filters, "tick_size", "NaN"), "market.filters.tick_size must be a finite number"),
-        (_set(lambda r: r.market.filters, "market_step_size", "-0.001"),
-         "market.filters.step_size must be greater than 0"),
     ],
 )
-async def test_run_cycle_rejects_bad_input(executor_port: int, paper_connection: tuple[str, str],
+async def test_run_cycle_rejects_bad_input(executor: RunningExecutor, paper_connection: tuple[str, str],
                                           mutate: Callable[[Any], None], fragment: str) -> None:
-    request = builders.request(user_id=paper_connection[0])
+    cycle = builders.request(user_id=paper_connection[0])
+    await executor.store(cycle)
+    request = cycle.request()
     mutate(request)
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{executor_port}") as channel:
-        await expect_invalid(executor_pb2_grpc.ExecutorStub(channel).RunCycle, request, fragment)
+    await expect_invalid(executor.stub.RunCycle, request, fragment)
 
 
 @pytest.mark.parametrize(
     ("bot", "fragment"),
     [
-        (executor_pb2.BotRef(user_id="", symbol="BTCUSDT"), "bot.user_id is required"),
-        (executor_pb2.BotRef(user_id="not-an-id", symbol="BTCUSDT"), "bot.user_id must be a 24-character hex"),
-        (executor_pb2.BotRef(user_id="6650f0f0f0f0f0f0f0f0f0f0", symbol=""), "bot.symbol must be an exchange symbol"),
+        (executor_pb2.BotRef(user_id="6650f0f0f0f0f0f0f0f0f0f0", symbol="BTCUSDT"), "bot.bot_instance_id is required"),
+        (executor_pb2.BotRef(bot_instance_id="not-an-id"), "bot.bot_instance_id must be a 24-character hex"),
     ],
 )
 async def test_get_position_rejects_bad_input(executor_port: int, bot: executor_pb2.BotRef, fragment: str) -> None:

@@ -18,6 +18,8 @@ from google.protobuf.message import Message
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.executor import builders
+from tests.executor.conftest import RunningExecutor
 from tests.fuzz import messages
 from tests.fuzz.rpc_calls import Outcome, StatusTally, assert_deliberate, call
 from tradebot.v1 import executor_pb2_grpc, market_pb2_grpc, strategy_pb2_grpc
@@ -122,25 +124,27 @@ async def test_list_strategies_always_answers(strategy_port: int) -> None:
 def check_cycle(request: Message, outcome: Outcome) -> None:
     if outcome.code is not grpc.StatusCode.OK:
         return
-    assert positive_finite(request.market.price), request.market.price
-    assert 0 <= request.config.confidence_threshold <= 100
-    assert 1 <= request.config.leverage <= 125
+    if request.HasField("config"):   # a statement that passed: valid, and the stored config
+        assert 0 <= request.config.confidence_threshold <= 100
+        assert 1 <= request.config.leverage <= 125
     if request.HasField("signal"):
         assert 0 <= request.signal.confidence <= 100
-    for candle in request.market.candles:
-        assert all(positive_finite(getattr(candle, name)) for name in ("open", "high", "low", "close")), candle
+    assert positive_finite(outcome.response.reference_price), outcome.response
 
 
-async def test_run_cycle_answers_every_request_deliberately(executor_port: int, paper_connection: tuple[str, str]) -> None:
+async def test_run_cycle_answers_every_request_deliberately(executor: RunningExecutor,
+                                                           paper_connection: tuple[str, str]) -> None:
     user_id, connection_id = paper_connection
-    tally = await asyncio.to_thread(run_fuzz, executor_port, executor_pb2_grpc.ExecutorStub, "RunCycle",
+    await executor.store(builders.request(user_id=user_id))   # the bot the requests mostly name
+    tally = await asyncio.to_thread(run_fuzz, executor.service.port, executor_pb2_grpc.ExecutorStub, "RunCycle",
                                     messages.run_cycle_requests(user_id, connection_id), 120, check_cycle)
     assert_reached_both_sides(tally)
 
 
-async def test_get_position_answers_every_request_deliberately(executor_port: int,
+async def test_get_position_answers_every_request_deliberately(executor: RunningExecutor,
                                                                 paper_connection: tuple[str, str]) -> None:
     user_id, connection_id = paper_connection
-    tally = await asyncio.to_thread(run_fuzz, executor_port, executor_pb2_grpc.ExecutorStub, "GetPosition",
+    await executor.store(builders.request(user_id=user_id))
+    tally = await asyncio.to_thread(run_fuzz, executor.service.port, executor_pb2_grpc.ExecutorStub, "GetPosition",
                                     messages.get_position_requests(user_id, connection_id), 60)
     assert_reached_both_sides(tally)

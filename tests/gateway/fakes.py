@@ -1,7 +1,9 @@
 """In-process fake servicers of the three services, on real grpc.aio servers.
 
 They implement the protos with scripted behaviour and record every call, so
-tests can count round trips (grouping) and trigger failures per bot.
+tests can count round trips (grouping) and trigger failures per bot. Like the
+real executor, the fake one reads each bot (threshold, leverage, stored
+position) from the test's ``botinstances``, not from the request.
 """
 
 from __future__ import annotations
@@ -23,7 +25,12 @@ from tradebot.v1 import (
     strategy_pb2_grpc,
 )
 
+from bson import ObjectId
+from pymongo.asynchronous.database import AsyncDatabase
+
+from services.common.bot_documents import parse_bot
 from services.common.errors import ResourceExhausted
+from services.executor.convert import stored_position_to_proto
 from services.common.grpc_server import (
     BOT_INSTANCE_ID_METADATA_KEY,
     TICK_ID_METADATA_KEY,
@@ -34,6 +41,7 @@ from services.common.grpc_server import (
 
 CANDLE_MS = 5 * 60 * 1000
 BASE_TIME_MS = 1_760_000_000_000
+PRICE = "101.5"
 
 
 def _metadata(context: grpc.aio.ServicerContext) -> dict[str, str]:
@@ -86,7 +94,7 @@ class FakeMarket(market_pb2_grpc.MarketDataServicer):
     async def GetPrice(self, request, context):
         self.calls.append(("GetPrice", request, _metadata(context)))
         self._check(request.symbol)
-        return market_pb2.GetPriceResponse(symbol=request.symbol, price="101.5", time_ms=BASE_TIME_MS)
+        return market_pb2.GetPriceResponse(symbol=request.symbol, price=PRICE, time_ms=BASE_TIME_MS)
 
     async def GetSymbolFilters(self, request, context):
         self.calls.append(("GetSymbolFilters", request, _metadata(context)))
@@ -152,6 +160,7 @@ class FakeExecutor(executor_pb2_grpc.ExecutorServicer):
     gate: asyncio.Event | None = None                           # set: every call waits for it
     entered: asyncio.Event = field(default_factory=asyncio.Event)
     peers: set[str] = field(default_factory=set)                # client address:port of every call
+    bots: AsyncDatabase | None = None                            # where the bots are stored (set per test)
 
     async def RunCycle(self, request, context):
         self.calls.append((request, _metadata(context)))
@@ -162,9 +171,11 @@ class FakeExecutor(executor_pb2_grpc.ExecutorServicer):
         bot_id = request.bot.bot_instance_id
         if bot_id in self.unavailable:
             await context.abort(grpc.StatusCode.UNAVAILABLE, "exchange connection timed out")
+        assert self.bots is not None, "the gateway fixture sets where the bots are stored"
+        stored = parse_bot(await self.bots.botinstances.find_one({"_id": ObjectId(bot_id)}))
         response = executor_pb2.RunCycleResponse(
             closed_trades=self.closed_trades.get(bot_id, []), daily_realized_pnl="0", available_balance="1000",
-            events=self.events.get(bot_id, []),
+            events=self.events.get(bot_id, []), reference_price=PRICE,
         )
         if bot_id in self.safety_trips:
             response.safety.CopyFrom(
@@ -175,29 +186,29 @@ class FakeExecutor(executor_pb2_grpc.ExecutorServicer):
             )  # fmt: skip
             response.decision = "safety stop: no order"
             return response
-        if request.HasField("stored_position"):
+        if stored.position is not None:
             response.has_position = True
-            response.position.CopyFrom(request.stored_position)
+            response.position.CopyFrom(stored_position_to_proto(stored.position))
             response.decision = "position open: monitoring"
             return response
         signal = request.signal
         if signal.action in (common_pb2.ACTION_BUY, common_pb2.ACTION_SELL) and (
-            signal.confidence > request.config.confidence_threshold
+            signal.confidence > stored.config.confidence_threshold
         ):
             side = common_pb2.SIDE_LONG if signal.action == common_pb2.ACTION_BUY else common_pb2.SIDE_SHORT
             response.order.CopyFrom(
                 executor_pb2.OrderResult(
                     placed=True, client_order_id=f"tb-{request.tick_id[:8]}-{bot_id[-6:]}", exchange_order_id="1",
-                    side=side, quantity="0.5", fill_price=request.market.price, stop_loss="98.5",
+                    side=side, quantity="0.5", fill_price=PRICE, stop_loss="98.5",
                     take_profit="107.5", fee="0.02",
                 )
             )  # fmt: skip
             response.has_position = True
             response.position.CopyFrom(
                 executor_pb2.Position(
-                    symbol=request.bot.symbol, side=side, entry_price=request.market.price, quantity="0.5",
-                    leverage=request.config.leverage, stop_loss="98.5", take_profit="107.5", pnl="0",
-                    pnl_percent="0", open_time_ms=BASE_TIME_MS, mark_price=request.market.price,
+                    symbol=stored.symbol, side=side, entry_price=PRICE, quantity="0.5",
+                    leverage=stored.config.leverage, stop_loss="98.5", take_profit="107.5", pnl="0",
+                    pnl_percent="0", open_time_ms=BASE_TIME_MS, mark_price=PRICE,
                 )
             )  # fmt: skip
             response.decision = "order placed"
@@ -223,10 +234,12 @@ class FakeServices:
             for name, server in zip(("market", "strategy", "executor"), self.servers, strict=True)
         }
 
-    def reset(self) -> None:
+    def reset(self, bots: AsyncDatabase | None = None) -> None:
+        """Forget every call; ``bots`` (kept when not given) is where the fake executor reads bots."""
+        kept = bots if bots is not None else self.executor.bots
         self.market.__init__()  # type: ignore[misc]
         self.strategy.__init__()  # type: ignore[misc]
-        self.executor.__init__()  # type: ignore[misc]
+        self.executor.__init__(bots=kept)  # type: ignore[misc]
 
     def tick_ids(self) -> set[str]:
         ids = {meta.get(TICK_ID_METADATA_KEY) for _, _, meta in self.market.calls}

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections import Counter
 
-from services.devstack.seed import PRESET_BOTS
 
 BTC = "BTCUSDT"
 
@@ -81,19 +80,6 @@ async def test_use_ai_is_per_bot_and_anded_with_the_setting(gateway_factory):
         gateway.add_bots(2, symbol=BTC, config={"useAi": True})
         await gateway.tick()
         assert [request.use_ai for request in analyze_calls(gateway)] == [False]
-
-
-async def test_notional_cap_and_margin_type_reach_the_executor(gateway):
-    [capped] = gateway.add_bots(1, symbol=BTC, config={"maxPositionNotional": 2500.5, "marginType": "CROSSED"})
-    [default] = gateway.add_bots(1, preset=PRESET_BOTS[1])
-
-    await gateway.tick()
-
-    configs = {request.bot.bot_instance_id: request.config for request, _ in gateway.fakes.executor.calls}
-    assert configs[str(capped)].max_position_notional == "2500.5"
-    assert configs[str(capped)].margin_type == "CROSSED"
-    assert configs[str(default)].max_position_notional == ""
-    assert configs[str(default)].margin_type == "ISOLATED"
 
 
 async def test_invalid_margin_type_fails_that_bot_alone(gateway):

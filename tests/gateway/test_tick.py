@@ -60,12 +60,11 @@ async def test_response_has_the_seed_shape_and_state_is_written(gateway):
     assert analysis["data"]["signal"]["confidence"] == 82.5
     assert analysis["data"]["indicators"]["macd"] == 1.5
 
-    # The executor got what it needs to act: the bot's config, the signal, the market.
+    # The executor gets the bot, the tick and the signal; it reads config, statistics, position and prices itself.
     [(request, metadata)] = gateway.fakes.executor.calls
-    assert request.config.stop_loss_percent == "3" and request.config.leverage == 10
-    assert request.config.confidence_threshold == 70.0 and request.config.interval == "5m"
-    assert request.market.price == "101.5" and request.market.filters.step_size == "0.001"
-    assert all(candle.closed for candle in request.market.candles)
+    assert request.bot.bot_instance_id == str(bot_id) and request.bot.user_id == str(gateway.user_id)
+    assert request.signal.action == common_pb2.ACTION_BUY and request.signal.confidence == 82.5
+    assert not any(request.HasField(name) for name in ("config", "statistics", "stored_position"))
     assert metadata[BOT_INSTANCE_ID_METADATA_KEY] == str(bot_id)
 
 
@@ -82,7 +81,7 @@ async def test_work_is_grouped_by_symbol_and_strategy(gateway):
     candle_requests = Counter((request.symbol, request.interval) for name, request, _ in market.calls if name == "GetCandles")
     assert candle_requests == {(BTC, "5m"): 1, (ETH, "5m"): 1, (ETH, "15m"): 1}
     assert all(request.limit >= 200 for name, request, _ in market.calls if name == "GetCandles")
-    assert market.count("GetPrice") == 2 and market.count("GetSymbolFilters") == 2  # once per symbol
+    assert market.count("GetPrice") == 0 and market.count("GetSymbolFilters") == 0  # the executor reads those
     analyses = Counter((r.bot_id, r.symbol, r.interval) for r, _ in gateway.fakes.strategy.calls)
     assert analyses == {(1, BTC, "5m"): 1, (2, BTC, "5m"): 1, (1, ETH, "5m"): 1, (1, ETH, "15m"): 1}
     assert len(gateway.fakes.executor.calls) == 12
@@ -163,9 +162,10 @@ async def test_executor_unavailable_for_one_bot_fails_only_that_bot(gateway):
     assert [log["severity"] for log in gateway.logs(second)] == ["ERROR"]
 
 
-async def test_executor_down_fails_its_bots_with_a_clear_reason(gateway_factory):
-    async with gateway_factory(executor_addr=f"127.0.0.1:{free_port()}") as gateway:
-        gateway.add_bots(2)
+async def test_executor_down_fails_its_bots_with_a_clear_reason_and_no_address(gateway_factory):
+    port = free_port()
+    async with gateway_factory(executor_addr=f"127.0.0.1:{port}") as gateway:
+        bots = gateway.add_bots(2)
         started = time.monotonic()
         body = await gateway.tick()
         assert time.monotonic() - started < 10
@@ -173,6 +173,9 @@ async def test_executor_down_fails_its_bots_with_a_clear_reason(gateway_factory)
     for result in body["results"]:
         assert result["error"].startswith("Executor failed: executor RunCycle: UNAVAILABLE")
     assert len(gateway.fakes.strategy.calls) == 1  # the groups still ran once
+    # gRPC names the address it failed to reach; none of that leaves for lastError, TradeLogs or webhooks.
+    stored = [gateway.bot(bot)["lastError"] for bot in bots] + [log["message"] for bot in bots for log in gateway.logs(bot)]
+    assert stored and all(f"127.0.0.1:{port}" not in text and str(port) not in text for text in stored), stored
 
 
 async def test_safety_trip_pauses_the_bot_with_a_critical_log(gateway):
@@ -282,15 +285,13 @@ async def test_statistics_missing_in_document_are_created(gateway):
     assert statistics["consecutiveLosses"] == 1 and statistics["winRate"] == 0.0
 
 
-async def test_stored_position_is_handed_to_the_executor(gateway):
+async def test_the_stored_position_is_written_for_the_executor_not_sent_to_it(gateway):
     [bot_id] = gateway.add_bots(1)
     await gateway.tick()  # opens a position
     gateway.fakes.reset()
     body = await gateway.tick()
     [(request, _)] = gateway.fakes.executor.calls
-    assert request.HasField("stored_position")
-    assert request.stored_position.side == common_pb2.SIDE_LONG
-    assert request.stored_position.entry_price == "101.5"
+    assert not request.HasField("stored_position")   # the executor reads currentPosition from MongoDB
     assert body["results"][0]["orderPlaced"] is False and body["results"][0]["hasPosition"] is True
     assert gateway.bot(bot_id)["currentPosition"]["side"] == "LONG"
 
@@ -380,7 +381,7 @@ async def test_grouping_can_be_turned_off_for_the_baseline(gateway_factory):
         gateway.add_bots(4, symbol=BTC)
         body = await gateway.tick()
     assert body["summary"]["successful"] == 4
-    assert gateway.fakes.market.count("GetCandles") == 4 and gateway.fakes.market.count("GetPrice") == 4
+    assert gateway.fakes.market.count("GetCandles") == 4
     assert len(gateway.fakes.strategy.calls) == 4
 
 

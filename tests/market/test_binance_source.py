@@ -298,3 +298,21 @@ async def test_a_candle_the_exchange_has_not_rolled_yet_is_cached_only_briefly(m
     market.clock.advance(0.6)  # more than a second later: fetched again, not kept until 12:06
     assert not (await market.stub.GetCandles(candles_request(limit=3))).from_cache
     assert market.fake.count(KLINES) == 2
+
+
+async def test_one_klines_request_per_symbol_and_interval_serves_every_shorter_window(market):
+    from tradebot.v1 import market_pb2
+
+    async def closed(limit: int) -> list:
+        reply = await market.stub.GetCandles(market_pb2.GetCandlesRequest(symbol="BTCUSDT", interval="5m", limit=limit),
+                                             timeout=10)
+        return list(reply.candles)
+
+    gateway_window = await closed(300)           # the tick's analysis
+    executor_window = await closed(12)           # a paper position's recent candles, later in the tick
+    assert market.fake.count("/fapi/v1/klines") == 1
+    assert executor_window == gateway_window[-12:]   # the tail of the same fetch, never a different history
+    longer = await closed(600)                   # a position older than the cached window: one longer fetch
+    assert market.fake.count("/fapi/v1/klines") == 2 and longer[-300:] == gateway_window
+    assert await closed(300) == gateway_window and await closed(50) == gateway_window[-50:]
+    assert market.fake.count("/fapi/v1/klines") == 2   # the longer window now serves both

@@ -15,7 +15,7 @@ async def test_a_paper_order_counts_as_placed_in_paper_mode(executor, paper_conn
     user_id, _ = paper_connection
     before = await scrape(metrics_port)
 
-    reply = await executor.stub.RunCycle(request(user_id=user_id, tick_id="obs-order", confidence=80))
+    reply = await executor.run_cycle(request(user_id=user_id, tick_id="obs-order", confidence=80))
 
     after = await scrape(metrics_port)
     assert reply.order.placed and reply.order.side == common_pb2.SIDE_LONG
@@ -29,7 +29,7 @@ async def test_a_losing_streak_counts_as_a_safety_trip_and_places_nothing(execut
     user_id, _ = paper_connection
     before = await scrape(metrics_port)
 
-    reply = await executor.stub.RunCycle(request(user_id=user_id, tick_id="obs-trip", consecutive_losses=3))
+    reply = await executor.run_cycle(request(user_id=user_id, tick_id="obs-trip", consecutive_losses=3))
 
     after = await scrape(metrics_port)
     assert reply.safety.tripped and reply.safety.rule == "CONSECUTIVE_LOSSES"
