@@ -1,8 +1,8 @@
 """Configuration and database access for CLI commands, read from the environment on demand.
 
 Each command reads only what it needs: MONGODB_URI/MONGODB_DB for database
-commands, CREDENTIALS_KEYS for connection and key commands, GATEWAY_URL and
-CRON_SECRET for ``tick`` and ``status``.
+commands, CREDENTIALS_KEYS for connection and key commands, GATEWAY_URL with
+CRON_SECRET for ``tick`` and with STATUS_TOKEN for ``status``.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from pymongo.database import Database
 from pymongo.errors import PyMongoError, ServerSelectionTimeoutError
 
 from services.cli.errors import USAGE, CliError
+from services.common.settings import register_uri_password
 
 DEFAULT_DB = "tradebots"
 DEFAULT_GATEWAY_URL = "http://127.0.0.1:8000"
@@ -33,6 +34,7 @@ def require_env(name: str, why: str) -> str:
 
 def mongo_settings() -> tuple[str, str]:
     uri = require_env("MONGODB_URI", "(the MongoDB this platform uses, e.g. mongodb://127.0.0.1:27017)")
+    register_uri_password(uri)
     return uri, os.environ.get("MONGODB_DB", "").strip() or DEFAULT_DB
 
 
@@ -54,10 +56,13 @@ def describe_mongo_error(error: PyMongoError) -> str:
     return f"MongoDB request failed: {type(error).__name__}: {str(error)[:200]}"
 
 
-def gateway_settings() -> tuple[str, str | None]:
-    url = os.environ.get("GATEWAY_URL", "").strip() or DEFAULT_GATEWAY_URL
-    secret = os.environ.get("CRON_SECRET", "").strip() or None
-    return url.rstrip("/"), secret
+def gateway_url() -> str:
+    return (os.environ.get("GATEWAY_URL", "").strip() or DEFAULT_GATEWAY_URL).rstrip("/")
+
+
+def status_token() -> str | None:
+    """The bearer of the gateway's /api/status (not the cron secret)."""
+    return os.environ.get("STATUS_TOKEN", "").strip() or None
 
 
 def object_id(value: str, what: str) -> ObjectId:

@@ -122,8 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tradebot",
         description="Manage trading bots: users, bots, exchange connections, logs, ticks, status, webhooks, backtests. "
-        "Reads MONGODB_URI/MONGODB_DB; CREDENTIALS_KEYS for connection/keys; GATEWAY_URL and CRON_SECRET "
-        "for tick/status.",
+        "Reads MONGODB_URI/MONGODB_DB; CREDENTIALS_KEYS for connection/keys; GATEWAY_URL with CRON_SECRET "
+        "for tick and STATUS_TOKEN for status.",
     )
     commands = parser.add_subparsers(dest="command", required=True)
     _users(commands)

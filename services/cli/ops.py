@@ -13,7 +13,7 @@ import httpx
 from pymongo import AsyncMongoClient
 from pymongo.errors import PyMongoError
 
-from services.cli.context import describe_mongo_error, gateway_settings, mongo_settings, require_env
+from services.cli.context import describe_mongo_error, gateway_url, mongo_settings, require_env, status_token
 from services.cli.errors import CliError
 from services.gateway.status_report import build_status_report
 from services.cli.table import render_table
@@ -90,7 +90,7 @@ def print_tick_summary(body: dict[str, Any]) -> None:
 
 
 def tick(args: argparse.Namespace) -> int:
-    url, _ = gateway_settings()
+    url = gateway_url()
     secret = require_env("CRON_SECRET", "to run a tick (the gateway's bearer secret)")
     response = asyncio.run(_post_tick(url, secret))
     if response.status_code != 200:
@@ -103,11 +103,11 @@ def tick(args: argparse.Namespace) -> int:
     return 0 if body.get("success", False) and not (body.get("summary") or {}).get("failed") else 1
 
 
-async def _report_from_gateway(url: str, secret: str) -> dict[str, Any] | None:
+async def _report_from_gateway(url: str, token: str) -> dict[str, Any] | None:
     """The gateway's report, or None when it has no such route or cannot be reached."""
     try:
         async with httpx.AsyncClient(timeout=10.0) as client:
-            response = await client.get(f"{url}/api/status", headers={"Authorization": f"Bearer {secret}"})
+            response = await client.get(f"{url}/api/status", headers={"Authorization": f"Bearer {token}"})
     except httpx.HTTPError:
         return None
     if response.status_code in (404, 405):
@@ -127,9 +127,9 @@ async def _report_from_database() -> dict[str, Any]:
 
 
 async def _report(local: bool) -> tuple[dict[str, Any], str]:
-    url, secret = gateway_settings()
-    if not local and secret is not None:
-        report = await _report_from_gateway(url, secret)
+    url, token = gateway_url(), status_token()
+    if not local and token is not None:
+        report = await _report_from_gateway(url, token)
         if report is not None:
             return report, f"gateway {url}"
     return await _report_from_database(), "database"

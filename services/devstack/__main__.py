@@ -80,6 +80,7 @@ def main() -> int:
         if len(cron_secret) < dev_secrets.MIN_CRON_SECRET_LENGTH:
             raise SettingsError("environment variable CRON_SECRET must be at least 32 characters long")
         keys, keys_source = dev_secrets.credentials_keys(data_dir)
+        status_token, status_source = dev_secrets.status_token(data_dir)
     except SettingsError as error:
         say(f"devstack: {error}")
         return 2
@@ -118,13 +119,14 @@ def main() -> int:
             env={
                 "market": {"MARKET_DATA_SOURCE": env_str("MARKET_DATA_SOURCE", "simulated")},
                 # Without an OpenAI key, asking for AI confirmation would only log a fallback per bot.
-                "gateway": {"TICK_USE_AI": env_str("TICK_USE_AI", "true" if os.environ.get("OPENAI_API_KEY") else "false")},
+                "gateway": {"TICK_USE_AI": env_str("TICK_USE_AI", "true" if os.environ.get("OPENAI_API_KEY") else "false"),
+                            "STATUS_TOKEN": status_token},
             },
             echo=echo,
             log_dir=log_dir,
         )
         stack = Stack(config).start()
-        _banner(config, mongo_uri, mongo_label, secret_source, keys_source, log_dir, interval)
+        _banner(config, mongo_uri, mongo_label, secret_source, keys_source, log_dir, interval, status_source)
         if interval > 0:
             scheduler = LocalScheduler(config.gateway_url, cron_secret, interval, report=say)
             scheduler.start()
@@ -157,8 +159,10 @@ def _banner(
     keys_source: str,
     log_dir: Path,
     interval: int,
+    status_source: str,
 ) -> None:
     bearer = "$CRON_SECRET" if secret_source == "CRON_SECRET" else f"$(cat {secret_source})"
+    status_bearer = "$STATUS_TOKEN" if status_source == "STATUS_TOKEN" else f"$(cat {status_source})"
     schedule = (
         f"one tick now, then every {interval}s (CRON_LOCAL_INTERVAL)" if interval > 0 else "off (CRON_LOCAL_INTERVAL=0)"
     )
@@ -175,6 +179,8 @@ def _banner(
                 f"  scheduler  {schedule}",
                 "Run a tick yourself:",
                 f'  curl -H "Authorization: Bearer {bearer}" {config.gateway_url}/api/cron/run-bots',
+                "The monitoring report (its own token, not the cron secret):",
+                f'  curl -H "Authorization: Bearer {status_bearer}" {config.gateway_url}/api/status',
                 "Ctrl-C stops everything.",
             ]
         )

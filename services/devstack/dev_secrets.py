@@ -24,18 +24,22 @@ def _read_or_create(path: Path, make: Callable[[], str]) -> str:
     return value
 
 
-def cron_secret(data_dir: Path) -> tuple[str, str]:
-    """(secret, where it came from)."""
-    from_env = os.environ.get("CRON_SECRET", "").strip()
+def _from_env_or_file(variable: str, path: Path, make: Callable[[], str]) -> tuple[str, str]:
+    """(value, where it came from): the environment wins, else the file, created once."""
+    from_env = os.environ.get(variable, "").strip()
     if from_env:
-        return from_env, "CRON_SECRET"
-    path = data_dir / "cron_secret"
-    return _read_or_create(path, lambda: secrets.token_urlsafe(36)), str(path)
+        return from_env, variable
+    return _read_or_create(path, make), str(path)
+
+
+def cron_secret(data_dir: Path) -> tuple[str, str]:
+    return _from_env_or_file("CRON_SECRET", data_dir / "cron_secret", lambda: secrets.token_urlsafe(36))
+
+
+def status_token(data_dir: Path) -> tuple[str, str]:
+    """The bearer of /api/status, distinct from the cron secret."""
+    return _from_env_or_file("STATUS_TOKEN", data_dir / "status_token", lambda: secrets.token_urlsafe(36))
 
 
 def credentials_keys(data_dir: Path) -> tuple[str, str]:
-    from_env = os.environ.get("CREDENTIALS_KEYS", "").strip()
-    if from_env:
-        return from_env, "CREDENTIALS_KEYS"
-    path = data_dir / "credentials_key"
-    return _read_or_create(path, lambda: Fernet.generate_key().decode()), str(path)
+    return _from_env_or_file("CREDENTIALS_KEYS", data_dir / "credentials_key", lambda: Fernet.generate_key().decode())

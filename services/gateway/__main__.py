@@ -5,7 +5,6 @@ from __future__ import annotations
 import sys
 
 import uvicorn
-from pymongo.uri_parser import parse_uri
 
 from services.common.jsonlog import configure_logging, register_secret
 from services.common.metrics import start_metrics_server
@@ -26,12 +25,9 @@ def main() -> None:
     except (SettingsError, OSError) as error:
         print(f"gateway: metrics: {error}", file=sys.stderr)
         sys.exit(2)
-    for secret in (settings.cron_secret, settings.qstash_current_signing_key, settings.qstash_next_signing_key):
+    for secret in (settings.cron_secret, settings.status_token, settings.qstash_current_signing_key,
+                   settings.qstash_next_signing_key):
         register_secret(secret)
-    try:
-        register_secret(parse_uri(settings.mongodb_uri).get("password"))
-    except Exception:  # an unparsable URI fails later with the driver's own message
-        pass
     uvicorn.run(
         create_app(settings),
         host=settings.host,

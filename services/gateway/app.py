@@ -19,9 +19,10 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from services.common.mongo_metrics import COMMAND_LISTENER
-from services.gateway.auth import CronAuthenticator
+from services.gateway.auth import BearerAuthenticator, CronAuthenticator
 from services.gateway.clients import ServiceClients
 from services.gateway.observability import TickObserver, TickReport, record_tick_metrics
+from services.gateway.replays import DeliveryReplayStore
 from services.gateway.repository import BotRepository, DatabaseUnavailable
 from services.gateway.results import iso_utc, response_body, summarize
 from services.gateway.settings import GatewaySettings
@@ -51,6 +52,7 @@ def create_app(
 ) -> Starlette:
     """The ASGI app. Tests may hand in their own repository/clients; otherwise they are built at start-up."""
     authenticator = CronAuthenticator(settings)
+    status_reader = BearerAuthenticator(settings.status_token) if settings.status_token else None
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -68,12 +70,14 @@ def create_app(
             event_listeners=[COMMAND_LISTENER],
         )
         monitoring_db = monitoring[settings.mongodb_db]
-        dispatcher = WebhookDispatcher(monitoring_db)
+        dispatcher = WebhookDispatcher(monitoring_db, allowed_networks=settings.webhook_allowed_networks)
         observer = TickObserver(monitoring_db, dispatcher)
+        replays = DeliveryReplayStore(monitoring_db)
         app.state.monitoring_db = monitoring_db
         app.state.observer = observer
+        app.state.replays = replays
         # In the background: a database that is down at start-up must not hold up the start.
-        indexing = asyncio.create_task(observer.ensure_indexes())
+        indexing = asyncio.gather(observer.ensure_indexes(), replays.ensure_index())
         try:
             yield
         finally:
@@ -96,13 +100,29 @@ def create_app(
             if read is None:
                 return too_large()
             body = read
-        authorized, reason = authenticator.is_authorized(authorization, signature, body)
-        if not authorized:
-            log.info("unauthorized call", extra={"reason": reason, "path": request.url.path})
+        decision = authenticator.is_authorized(authorization, signature, body)
+        if not decision.authorized:
+            log.info("unauthorized call", extra={"reason": decision.reason, "path": request.url.path})
             return JSONResponse(UNAUTHORIZED, status_code=401)
         if _declared_body_size(request) > MAX_BODY_BYTES:
             return too_large()
+        if decision.delivery is not None and decision.delivery_expires is not None:
+            return await refuse_replay(request, decision.delivery, decision.delivery_expires)
         return None
+
+    async def refuse_replay(request: Request, delivery: str, expires: datetime) -> Response | None:
+        """A signed delivery runs one tick: a second use of its signature is refused (401)."""
+        replays: DeliveryReplayStore = request.app.state.replays
+        try:
+            first = await replays.first_use(delivery, expires, datetime.now(UTC))
+        except DatabaseUnavailable as error:
+            log.error("delivery replay check failed: database unavailable", extra={"reason": str(error)})
+            return JSONResponse({"success": False, "error": "Database unavailable"}, status_code=503,
+                                headers={"Retry-After": RETRY_AFTER_SECONDS})
+        if first:
+            return None
+        log.warning("replayed delivery refused", extra={"delivery": delivery, "path": request.url.path})
+        return JSONResponse(UNAUTHORIZED, status_code=401)
 
     async def run_bots(request: Request) -> Response:
         if request.method not in ("GET", "POST"):  # Starlette adds HEAD to GET routes: a probe must not run a tick
@@ -142,10 +162,11 @@ def create_app(
         return JSONResponse(body, background=after)
 
     async def status(request: Request) -> Response:
-        # The bearer secret only: an Upstash signature is minted for the cron URL
-        # and must not open another endpoint for the five minutes it is valid.
-        if not authenticator.bearer.is_authorized(request.headers.get("authorization")):
-            log.info("unauthorized call", extra={"reason": "no valid bearer secret", "path": request.url.path})
+        # Its own token: the cron secret and Upstash signatures (held by a third party) run ticks, they
+        # do not read every user's positions.
+        if status_reader is None or not status_reader.is_authorized(request.headers.get("authorization")):
+            reason = "no valid status token" if status_reader is not None else "STATUS_TOKEN is not set"
+            log.info("unauthorized call", extra={"reason": reason, "path": request.url.path})
             return JSONResponse(UNAUTHORIZED, status_code=401)
         try:
             report = await build_status_report(request.app.state.monitoring_db)

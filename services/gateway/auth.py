@@ -3,16 +3,28 @@
 ``Authorization: Bearer <CRON_SECRET>``, compared in constant time over
 bytes so response timing reveals nothing about how much of a guess was
 right; or, when signing keys are configured, an Upstash-signed delivery
-(``Upstash-Signature``, see upstash_signature.py). Headers that are
-absurdly long are rejected before any comparison.
+(``Upstash-Signature``, see upstash_signature.py), which names its delivery
+so the caller can refuse a replay (replays.py). Headers that are absurdly
+long are rejected before any comparison.
 """
 
 from __future__ import annotations
 
 import hmac
+from dataclasses import dataclass
+from datetime import UTC, datetime
 
+from services.gateway.replays import delivery_key
 from services.gateway.settings import GatewaySettings
 from services.gateway.upstash_signature import SignatureInvalid, UpstashVerifier
+
+
+@dataclass(frozen=True)
+class CronAuthorization:
+    authorized: bool
+    reason: str = ""                        # why not: safe to log, never to send
+    delivery: str | None = None             # a signed delivery's key, to be used once
+    delivery_expires: datetime | None = None
 
 MAX_AUTHORIZATION_LENGTH = 1024
 _SCHEME = b"bearer "
@@ -57,14 +69,14 @@ class CronAuthenticator:
         """Whether the raw body must be read to decide (only for a signed delivery)."""
         return self.upstash is not None and bool(signature) and not self.bearer.is_authorized(authorization)
 
-    def is_authorized(self, authorization: str | None, signature: str | None, body: bytes = b"") -> tuple[bool, str]:
-        """(authorized, why not) — the reason is safe to log, never to send."""
+    def is_authorized(self, authorization: str | None, signature: str | None, body: bytes = b"") -> CronAuthorization:
         if self.bearer.is_authorized(authorization):
-            return True, ""
+            return CronAuthorization(True)
         if self.upstash is None or not signature:
-            return False, "no valid bearer secret"
+            return CronAuthorization(False, "no valid bearer secret")
         try:
-            self.upstash.verify(signature, body)
+            claims = self.upstash.verify(signature, body)
         except SignatureInvalid as error:
-            return False, f"Upstash signature rejected: {error}"
-        return True, ""
+            return CronAuthorization(False, f"Upstash signature rejected: {error}")
+        expires = datetime.fromtimestamp(float(claims["exp"]) + self.upstash.leeway_seconds, UTC)
+        return CronAuthorization(True, delivery=delivery_key(claims.get("jti"), signature), delivery_expires=expires)

@@ -5,7 +5,17 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from services.common.settings import SettingsError, env_bool, env_float, env_int, env_optional, env_str
+from services.common.settings import (
+    SettingsError,
+    env_bool,
+    env_float,
+    env_int,
+    env_mongodb_uri,
+    env_optional,
+    env_str,
+)
+from services.common.tls import client_tls_from_env, require_secure_targets
+from services.notifications.egress import IPNetwork, env_networks
 
 MIN_CRON_SECRET_LENGTH = 32
 
@@ -38,6 +48,10 @@ class GatewaySettings:
     qstash_current_signing_key: str | None = None
     qstash_next_signing_key: str | None = None
     cron_public_url: str | None = None
+    # Non-public networks webhooks may reach all the same (e.g. a receiver on the cluster network); default none.
+    webhook_allowed_networks: tuple[IPNetwork, ...] = ()
+    # Bearer token of /api/status (every user's positions): not the cron secret, which Upstash holds. None: off.
+    status_token: str | None = None
 
     def __repr__(self) -> str:  # never print the secret, whatever logs the settings
         return f"GatewaySettings(mongodb_db={self.mongodb_db!r}, host={self.host!r}, port={self.port})"
@@ -58,15 +72,25 @@ class GatewaySettings:
                 "QSTASH_NEXT_SIGNING_KEY is set (Upstash signs the URL it delivers to)"
             )
         deadline = env_float("TICK_DEADLINE_SECONDS", 270.0, minimum=5.0, maximum=3600.0, env=env)
+        status_token = env_optional("STATUS_TOKEN", env=env)
+        if status_token is not None and len(status_token) < MIN_CRON_SECRET_LENGTH:
+            raise SettingsError(
+                f"environment variable STATUS_TOKEN must be at least {MIN_CRON_SECRET_LENGTH} characters long"
+            )
+        if status_token is not None and status_token == cron_secret:
+            raise SettingsError("environment variable STATUS_TOKEN must differ from CRON_SECRET (Upstash holds that)")
+        addresses = {name: env_str(f"{name.upper()}_ADDR", f"127.0.0.1:{port}", env=env)
+                     for name, port in (("market", 50051), ("strategy", 50052), ("executor", 50053))}
+        require_secure_targets(addresses.values(), client_tls_from_env(env), env)
         return cls(
             cron_secret=cron_secret,
-            mongodb_uri=env_str("MONGODB_URI", env=env),
+            mongodb_uri=env_mongodb_uri(env=env),
             mongodb_db=env_str("MONGODB_DB", "tradebots", env=env),
             host=env_str("GATEWAY_HOST", "127.0.0.1", env=env),
             port=env_int("GATEWAY_PORT", 8000, minimum=0, maximum=65535, env=env),
-            market_addr=env_str("MARKET_ADDR", "127.0.0.1:50051", env=env),
-            strategy_addr=env_str("STRATEGY_ADDR", "127.0.0.1:50052", env=env),
-            executor_addr=env_str("EXECUTOR_ADDR", "127.0.0.1:50053", env=env),
+            market_addr=addresses["market"],
+            strategy_addr=addresses["strategy"],
+            executor_addr=addresses["executor"],
             tick_deadline_seconds=deadline,
             tick_concurrency=env_int("TICK_CONCURRENCY", 32, minimum=1, maximum=1024, env=env),
             lease_seconds=env_float("LEASE_SECONDS", deadline + 30.0, minimum=deadline, env=env),
@@ -79,4 +103,6 @@ class GatewaySettings:
             qstash_current_signing_key=current_key,
             qstash_next_signing_key=next_key,
             cron_public_url=public_url,
+            webhook_allowed_networks=env_networks("WEBHOOK_ALLOWED_NETWORKS", env=env),
+            status_token=status_token,
         )

@@ -13,6 +13,7 @@ import base64
 import hashlib
 import hmac
 from dataclasses import dataclass
+from typing import Any
 
 import jwt
 
@@ -31,7 +32,8 @@ class UpstashVerifier:
     endpoint_url: str
     leeway_seconds: float = 5.0
 
-    def verify(self, signature: str, body: bytes) -> None:
+    def verify(self, signature: str, body: bytes) -> dict[str, Any]:
+        """The token's claims when it is valid for this URL and body; raises SignatureInvalid otherwise."""
         if not signature or len(signature) > MAX_SIGNATURE_LENGTH:
             raise SignatureInvalid("missing or oversized Upstash-Signature")
         errors: list[str] = []
@@ -39,13 +41,12 @@ class UpstashVerifier:
             if not key:
                 continue
             try:
-                self._verify_with(key, signature, body)
-                return
+                return self._verify_with(key, signature, body)
             except SignatureInvalid as error:
                 errors.append(str(error))
         raise SignatureInvalid("; ".join(errors) or "no signing key configured")
 
-    def _verify_with(self, key: str, signature: str, body: bytes) -> None:
+    def _verify_with(self, key: str, signature: str, body: bytes) -> dict[str, Any]:
         try:
             claims = jwt.decode(
                 signature,
@@ -63,3 +64,4 @@ class UpstashVerifier:
         claimed = str(claims["body"]).encode().rstrip(b"=")
         if not hmac.compare_digest(expected, claimed):
             raise SignatureInvalid("body does not match the signed hash")
+        return claims

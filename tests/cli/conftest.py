@@ -20,7 +20,7 @@ from tests.support.processes import REPO_ROOT
 _SCRIPT = Path(sys.executable).parent / "tradebot"
 # The console script pyproject installs; `python -m services.cli` is the same main().
 TRADEBOT = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "services.cli"]
-_CLEARED = ("CRON_SECRET", "GATEWAY_URL", "CREDENTIALS_KEYS", "MONGODB_URI", "MONGODB_DB")
+_CLEARED = ("CRON_SECRET", "STATUS_TOKEN", "GATEWAY_URL", "CREDENTIALS_KEYS", "MONGODB_URI", "MONGODB_DB")
 
 RunCli = Callable[..., subprocess.CompletedProcess[str]]
 

@@ -17,6 +17,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 SECRET = "cron-secret-for-cli-tests"
+STATUS_TOKEN = "status-token-for-cli-tests"   # /api/status has its own token, as the real gateway
 
 TICK_BODY: dict[str, Any] = {
     "success": True,
@@ -42,8 +43,8 @@ STATUS_BODY: dict[str, Any] = {
 }
 
 
-def _authorized(request: Request) -> bool:
-    return hmac.compare_digest(request.headers.get("authorization", ""), f"Bearer {SECRET}")
+def _authorized(request: Request, secret: str = SECRET) -> bool:
+    return hmac.compare_digest(request.headers.get("authorization", ""), f"Bearer {secret}")
 
 
 async def _run_bots(request: Request) -> JSONResponse:
@@ -54,7 +55,7 @@ async def _run_bots(request: Request) -> JSONResponse:
 
 
 async def _status(request: Request) -> JSONResponse:
-    if not _authorized(request):
+    if not _authorized(request, STATUS_TOKEN):
         return JSONResponse({"success": False, "error": "Unauthorized"}, status_code=401)
     return JSONResponse(STATUS_BODY)
 

@@ -12,7 +12,7 @@ from pymongo.database import Database
 
 from services.gateway.status_report import build_status_report
 from tests.cli.conftest import RunCli, insert_bot
-from tests.cli.fake_gateway import SECRET, fake_gateway
+from tests.cli.fake_gateway import SECRET, STATUS_TOKEN, fake_gateway
 from tests.support.processes import free_port
 
 NOW = datetime(2026, 11, 25, 15, 0, tzinfo=UTC)
@@ -105,9 +105,9 @@ def test_status_command_prefers_the_gateway_and_falls_back_to_the_database(run_m
     seed_activity(db, user_id)
     with fake_gateway() as url:
         remote, local, forced_local = run_many(
-            (("status",), {"extra_env": {"GATEWAY_URL": url, "CRON_SECRET": SECRET}}),
-            (("status",), {"extra_env": {"GATEWAY_URL": f"http://127.0.0.1:{free_port()}", "CRON_SECRET": SECRET}}),
-            (("status", "--local", "--json"), {"extra_env": {"GATEWAY_URL": url, "CRON_SECRET": SECRET}}),
+            (("status",), {"extra_env": {"GATEWAY_URL": url, "STATUS_TOKEN": STATUS_TOKEN}}),
+            (("status",), {"extra_env": {"GATEWAY_URL": f"http://127.0.0.1:{free_port()}", "STATUS_TOKEN": STATUS_TOKEN}}),
+            (("status", "--local", "--json"), {"extra_env": {"GATEWAY_URL": url, "STATUS_TOKEN": STATUS_TOKEN}}),
         )
     assert remote.returncode == 0, remote.stderr
     assert f"(from gateway {url})" in remote.stdout and "ACTIVE 7, PAUSED 1" in remote.stdout

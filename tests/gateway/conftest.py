@@ -11,6 +11,7 @@ import httpx
 import pytest
 from bson import ObjectId
 from pymongo import MongoClient, monitoring
+from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.database import Database
 
 from services.devstack.seed import PRESET_BOTS, bot_document
@@ -21,6 +22,8 @@ from tests.gateway.fakes import FakeServices, start_fake_services
 
 CRON_SECRET = "test-cron-secret-0123456789abcdef-XYZ"
 AUTH = {"Authorization": f"Bearer {CRON_SECRET}"}
+STATUS_TOKEN = "test-status-token-0123456789abcdef-XYZ"
+STATUS_AUTH = {"Authorization": f"Bearer {STATUS_TOKEN}"}
 
 
 class CommandRecorder(monitoring.CommandListener):
@@ -79,8 +82,8 @@ async def fake_services() -> AsyncIterator[FakeServices]:
 
 
 @pytest.fixture
-def fakes(fake_services: FakeServices) -> FakeServices:
-    fake_services.reset()
+def fakes(fake_services: FakeServices, db: AsyncDatabase) -> FakeServices:
+    fake_services.reset(bots=db)   # the fake executor reads the test's bots, as the real one does
     return fake_services
 
 
@@ -92,6 +95,7 @@ def gateway_settings(mongo_uri: str, mongo_db_name: str, fakes: FakeServices, **
     addresses = fakes.addresses
     values: dict[str, Any] = {
         "cron_secret": CRON_SECRET,
+        "status_token": STATUS_TOKEN,
         "mongodb_uri": mongo_uri,
         "mongodb_db": mongo_db_name,
         "market_addr": addresses["market"],

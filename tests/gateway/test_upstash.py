@@ -5,9 +5,12 @@ from __future__ import annotations
 import base64
 import hashlib
 import time
+import uuid
 
 import jwt
 import pytest
+
+from tests.gateway.conftest import AUTH
 
 PATH = "/api/cron/run-bots"
 PUBLIC_URL = "https://bots.example.com/api/cron/run-bots"
@@ -16,7 +19,7 @@ NEXT = "sig_next_0123456789abcdefghijklmnop"
 
 
 def signature(body: bytes, *, key: str = CURRENT, sub: str = PUBLIC_URL, exp_in: float = 300, nbf_in: float = 0,
-              issuer: str = "Upstash") -> str:  # fmt: skip
+              issuer: str = "Upstash", jti: str | None = None) -> str:  # fmt: skip
     now = int(time.time())
     claims = {
         "iss": issuer,
@@ -24,7 +27,7 @@ def signature(body: bytes, *, key: str = CURRENT, sub: str = PUBLIC_URL, exp_in:
         "exp": now + int(exp_in),
         "nbf": now + int(nbf_in),
         "iat": now,
-        "jti": "msg_1",
+        "jti": jti if jti is not None else f"msg_{uuid.uuid4().hex}",   # Upstash names each delivery
         "body": base64.urlsafe_b64encode(hashlib.sha256(body).digest()).decode(),
     }
     return jwt.encode(claims, key, algorithm="HS256")
@@ -95,3 +98,22 @@ async def test_a_cron_signature_does_not_open_the_status_report(signed_gateway):
     response = await signed_gateway.http.get("/api/status", headers={"Upstash-Signature": signature(b"")})
     assert response.status_code == 401
     assert response.json() == {"success": False, "error": "Unauthorized"}
+
+
+async def test_a_replayed_delivery_is_refused(signed_gateway):
+    body = b'{"scheduled": true}'
+    captured = signature(body)
+    first = await signed_gateway.http.post(PATH, content=body, headers={"Upstash-Signature": captured})
+    assert first.status_code == 200, first.text
+    # The same signed request again, well within its five minutes: no second tick.
+    again = await signed_gateway.http.post(PATH, content=body, headers={"Upstash-Signature": captured})
+    assert again.status_code == 401 and again.json() == {"success": False, "error": "Unauthorized"}
+    assert len(signed_gateway.fakes.executor.calls) == 1   # the one bot ran once
+    stored = signed_gateway.db.cronreplays.find_one({})
+    assert stored is not None and stored["_id"].startswith("jti:msg_") and stored["expiresAt"] is not None
+    # A token without a jti is keyed by its hash: replaying it is refused all the same.
+    anonymous = signature(body, jti="")
+    assert (await signed_gateway.http.post(PATH, content=body, headers={"Upstash-Signature": anonymous})).status_code == 200
+    assert (await signed_gateway.http.post(PATH, content=body, headers={"Upstash-Signature": anonymous})).status_code == 401
+    # The bearer secret is not a delivery: a retry with it still runs.
+    assert (await signed_gateway.http.post(PATH, headers=AUTH)).status_code == 200

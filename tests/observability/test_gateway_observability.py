@@ -1,5 +1,5 @@
 """A tick through the real gateway app leaves metrics, a ``ticks`` record and signed webhooks behind;
-``/api/status`` serves the monitoring report behind the cron secret."""
+``/api/status`` serves the monitoring report behind its own token (never the cron secret)."""
 
 from __future__ import annotations
 
@@ -17,9 +17,10 @@ from services.devstack.seed import PRESET_BOTS, bot_document
 from services.gateway.app import create_app
 from services.gateway.repository import BotRepository
 
+from services.notifications.egress import parse_networks
 from services.notifications.registry import new_webhook_document
 from services.notifications.signing import EVENT_HEADER
-from tests.gateway.conftest import AUTH, CRON_SECRET, gateway_settings
+from tests.gateway.conftest import AUTH, STATUS_AUTH, STATUS_TOKEN, gateway_settings
 from tests.notifications.receiver import Receiver, start_receiver
 from tests.observability.scrape import moved, scrape, value
 from tests.support.processes import free_port
@@ -73,11 +74,18 @@ async def test_an_unreachable_database_counts_as_db_unavailable(gateway_factory,
     assert value(after, "tradebot_last_tick_timestamp_seconds") > 0
 
 
-@pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Bearer {CRON_SECRET}x"}])
-async def test_status_refuses_a_caller_without_the_cron_secret(gateway, headers):
+@pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Bearer {STATUS_TOKEN}x"},
+                                     AUTH])   # the cron secret, which Upstash holds, does not open it
+async def test_status_refuses_a_caller_without_the_status_token(gateway, headers):
     response = await gateway.http.get("/api/status", headers=headers)
     assert response.status_code == 401
     assert response.json() == {"success": False, "error": "Unauthorized"}
+
+
+async def test_status_is_closed_when_no_status_token_is_set(gateway_factory):
+    async with gateway_factory(status_token=None) as gateway:
+        for headers in ({}, AUTH, STATUS_AUTH):
+            assert (await gateway.http.get("/api/status", headers=headers)).status_code == 401
 
 
 async def test_status_reports_bots_logs_and_the_last_tick(gateway):
@@ -86,7 +94,7 @@ async def test_status_reports_bots_logs_and_the_last_tick(gateway):
     await gateway.tick()
     [tick_id] = gateway.fakes.tick_ids()
 
-    response = await gateway.http.get("/api/status", headers=AUTH)
+    response = await gateway.http.get("/api/status", headers=STATUS_AUTH)
 
     assert response.status_code == 200
     report = response.json()
@@ -103,20 +111,23 @@ def _tradelog_reads() -> float:
     return REGISTRY.get_sample_value("tradebot_mongo_commands_total", labels) or 0.0
 
 
-async def test_webhook_receives_signed_trade_and_safety_events_after_the_tick(gateway):
+async def test_webhook_receives_signed_trade_and_safety_events_after_the_tick(gateway_factory):
     receiver = Receiver()
     server, task = await start_receiver(receiver)
+    loopback = parse_networks("127.0.0.0/8")   # the receiver runs here; webhooks reach loopback only if allowed
     try:
-        traded, tripped = gateway.add_bots(2)
-        gateway.fakes.executor.safety_trips.add(str(tripped))
-        hook = new_webhook_document(gateway.user_id, receiver.url("/hooks/me"))
-        receiver.secrets["/hooks/me"] = hook["secret"]
-        gateway.db.webhooks.insert_one(hook)
-        reads_before = _tradelog_reads()
+        async with gateway_factory(webhook_allowed_networks=loopback) as gateway:
+            traded, tripped = gateway.add_bots(2)
+            gateway.fakes.executor.safety_trips.add(str(tripped))
+            hook = new_webhook_document(gateway.user_id, receiver.url("/hooks/me"), allowed_networks=loopback)
+            receiver.secrets["/hooks/me"] = hook["secret"]
+            gateway.db.webhooks.insert_one(hook)
+            reads_before = _tradelog_reads()
 
-        await gateway.tick()
+            await gateway.tick()
 
-        deliveries = await receiver.wait_for("/hooks/me", 2, timeout=5)
+            deliveries = await receiver.wait_for("/hooks/me", 2, timeout=5)
+            stored = gateway.db.tradelogs.find_one({"logType": "SAFETY", "botInstanceId": tripped})
     finally:
         server.should_exit = True
         await task
@@ -128,8 +139,7 @@ async def test_webhook_receives_signed_trade_and_safety_events_after_the_tick(ga
     safety = json.loads(by_event["SAFETY"].body)
     assert safety["botInstanceId"] == str(tripped) and safety["action"] == "EMERGENCY_STOP"
     assert safety["severity"] == "CRITICAL"
-    stored = gateway.db.tradelogs.find_one({"_id": ObjectId(safety["tradeLogId"])})
-    assert stored is not None and stored["logType"] == "SAFETY"   # sent after it was written
+    assert stored is not None and str(stored["_id"]) == safety["tradeLogId"]   # sent after it was written
     trade = json.loads(by_event["TRADE"].body)
     assert trade["botInstanceId"] == str(traded) and trade["action"] == "OPEN_LONG"
 

@@ -15,7 +15,7 @@ from pymongo import MongoClient
 from services.devstack.seed import PRESET_BOTS, bot_document
 from services.gateway.app import create_app
 from tests.cli.conftest import RunCli, cli_env, run_cli  # noqa: F401
-from tests.gateway.conftest import AUTH, CRON_SECRET, gateway_settings
+from tests.gateway.conftest import AUTH, STATUS_TOKEN, gateway_settings
 from tests.gateway.fakes import FakeServices
 
 
@@ -42,7 +42,7 @@ async def test_tradebot_status_prints_the_gateways_report(gateway_url, run_cli: 
         tick = await http.get("/api/cron/run-bots", headers=AUTH)
     assert tick.status_code == 200
 
-    env = {"GATEWAY_URL": gateway_url, "CRON_SECRET": CRON_SECRET}
+    env = {"GATEWAY_URL": gateway_url, "STATUS_TOKEN": STATUS_TOKEN}
     shown = await asyncio.to_thread(run_cli, "status", extra_env=env)
 
     assert shown.returncode == 0, shown.stderr
@@ -51,5 +51,5 @@ async def test_tradebot_status_prints_the_gateways_report(gateway_url, run_cli: 
     assert ", ok" in next(line for line in shown.stdout.splitlines() if line.startswith("last tick:"))
     assert "open positions (1)" in shown.stdout
 
-    refused = await asyncio.to_thread(run_cli, "status", extra_env={**env, "CRON_SECRET": "wrong"})
+    refused = await asyncio.to_thread(run_cli, "status", extra_env={**env, "STATUS_TOKEN": "wrong"})
     assert refused.returncode == 1 and "401" in refused.stderr
