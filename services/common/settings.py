@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from urllib.parse import unquote
+
+from services.common.jsonlog import register_secret
 
 
 class SettingsError(ValueError):
@@ -33,6 +36,22 @@ def env_str(name: str, default: str | None = None, *, env: Mapping[str, str] | N
 
 def env_optional(name: str, *, env: Mapping[str, str] | None = None) -> str | None:
     return _raw(env, name)
+
+
+def env_mongodb_uri(name: str = "MONGODB_URI", *, env: Mapping[str, str] | None = None) -> str:
+    """The MongoDB URI; its password (as written and percent-decoded) is registered for log redaction."""
+    uri = env_str(name, env=env)
+    register_uri_password(uri)
+    return uri
+
+
+def register_uri_password(uri: str) -> None:
+    """A password in ``scheme://user:password@host`` never reaches a log line, in any spelling."""
+    credentials = uri.split("://", 1)[-1].rpartition("@")[0]   # what urlsplit would call the userinfo
+    password = credentials.partition(":")[2]
+    if password:
+        register_secret(password)
+        register_secret(unquote(password))
 
 
 def env_int(

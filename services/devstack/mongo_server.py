@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import signal
 import sys
 from pathlib import Path
@@ -122,9 +123,10 @@ def _validate_each_document_once() -> None:
     codec.DocumentCodec.encode = staticmethod(encode_validated_once)
 
 
-async def run(engine_name: str, path: str | None, host: str, port: int) -> None:
+async def run(engine_name: str, path: str | None, host: str, port: int, auth_user: str | None = None) -> None:
     from mongoeco.engines.memory import MemoryEngine
     from mongoeco.engines.sqlite import SQLiteEngine
+    from mongoeco.wire.auth import WireAuthUser
     from mongoeco.wire.proxy import AsyncMongoEcoProxyServer
 
     if engine_name == "sqlite":
@@ -135,7 +137,12 @@ async def run(engine_name: str, path: str | None, host: str, port: int) -> None:
     else:
         speed_up_memory_engine(MemoryEngine)
         engine = MemoryEngine()
-    server = AsyncMongoEcoProxyServer(engine=engine, host=host, port=port, mongodb_dialect="7.0")
+    users: tuple[WireAuthUser, ...] = ()
+    if auth_user:
+        # The password comes from the environment, never the command line (which `ps` shows).
+        users = (WireAuthUser(auth_user, os.environ["MONGO_AUTH_PASSWORD"], "admin",
+                              roles=({"role": "root", "db": "admin"},)),)
+    server = AsyncMongoEcoProxyServer(engine=engine, host=host, port=port, mongodb_dialect="7.0", auth_users=users)
     address = await server.start()
     print(f"READY {address.uri}", flush=True)
     stop = asyncio.Event()
@@ -152,9 +159,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--path")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--auth-user", help="require SCRAM authentication as this user (password: MONGO_AUTH_PASSWORD)")
     args = parser.parse_args(argv)
     try:
-        asyncio.run(run(args.engine, args.path, args.host, args.port))
+        asyncio.run(run(args.engine, args.path, args.host, args.port, args.auth_user))
     except KeyboardInterrupt:
         sys.exit(0)
 

@@ -195,12 +195,19 @@ def start_mongo(
     port: int = 0,
     echo: Callable[[str, str], None] | None = None,
     log_path: Path | None = None,
+    auth: tuple[str, str] | None = None,
 ) -> tuple[ChildProcess, str]:
-    """The embedded MongoDB (mongoeco wire server); returns the process and its URI."""
+    """The embedded MongoDB (mongoeco wire server); returns the process and its URI (without credentials).
+
+    ``auth`` (user, password): clients must authenticate as that user (authSource admin)."""
     args = ["--engine", engine, "--port", str(port)]
     if path is not None:
         args += ["--path", str(path)]
-    process = ChildProcess("mongo", python_module("services.devstack.mongo_server", *args), {}, echo=echo,
+    env: dict[str, str] = {}
+    if auth is not None:
+        args += ["--auth-user", auth[0]]
+        env["MONGO_AUTH_PASSWORD"] = auth[1]
+    process = ChildProcess("mongo", python_module("services.devstack.mongo_server", *args), env, echo=echo,
                            log_path=log_path)  # fmt: skip
     uri = process.wait_for_line(r"READY (\S+)", timeout=30).group(1)
     return process, uri

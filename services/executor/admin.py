@@ -30,7 +30,7 @@ from pymongo.database import Database
 
 from services.common.errors import TradebotError
 from services.common.jsonlog import register_secret
-from services.common.settings import SettingsError, env_str
+from services.common.settings import SettingsError, env_mongodb_uri, env_str
 from services.executor.connections import MODES, parse_object_id
 from services.executor.credentials import parse_credentials_keys
 
@@ -141,7 +141,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         multifernet = multifernet_from_env()
-        client: MongoClient = MongoClient(env_str("MONGODB_URI"), tz_aware=True)
+        client: MongoClient = MongoClient(env_mongodb_uri(), tz_aware=True)
     except SettingsError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
