@@ -11,7 +11,7 @@ GEN_STAMP := generated/.stamp
 PYTHON313 ?= $(shell p="$$(pyenv root 2>/dev/null)/versions/3.13.0/bin/python3.13"; \
 	if [ -x "$$p" ]; then echo "$$p"; else command -v python3.13; fi)
 
-.PHONY: install run test bench check-proto clean ops-tools
+.PHONY: install run test bench check-proto clean ops-tools certs
 
 install: $(VENV)/.installed $(GEN_STAMP)
 
@@ -45,6 +45,13 @@ ops-tools:
 	@command -v docker-compose >/dev/null || { \
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends docker-compose >/dev/null; }
+
+# Mutual TLS between the services: a private CA and one key pair per identity
+# (gateway, market, strategy, executor, operator) in certs/, git- and docker-ignored.
+# Refuses to overwrite an existing set; rotate with `make certs CERTS_ARGS=--force`.
+# Compose installs them with its tls-init step; Kubernetes: docs/deployment.md.
+certs: install
+	$(PY) -m services.devstack.certs --out certs $(CERTS_ARGS)
 
 bench: install
 	$(PY) -m bench $(if $(BOTS),--bots $(BOTS))

@@ -4,7 +4,9 @@ No Docker engine runs here, so the tests read the Dockerfiles: what they copy
 must exist and survive .dockerignore, the runtime stage must be slim,
 non-root, exec-form and health-checked, and the builder's package step,
 replayed on exactly the copied files, must yield a wheel holding this service,
-services/common and the generated code, and nothing else.
+services/common and the generated code, and nothing else. The packaged
+services then run as the containers do: bound to 0.0.0.0 with the
+certificates ``make certs`` issues, probed on the plaintext health port.
 """
 
 from __future__ import annotations
@@ -25,14 +27,21 @@ import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
+import grpc
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from services.common import healthprobe
+from services.devstack import certs
 from tests.ops.dockerfile import Stage, copies, dockerignore_excludes, env, read_dockerignore, stages
+from tests.support.grpcurl import grpcurl_path
 from tests.support.processes import REPO_ROOT, free_port
 
 SERVICES = {"gateway": 8000, "market": 50051, "strategy": 50052, "executor": 50053}
 GRPC_SERVICE_NAMES = {"market": "MarketData", "strategy": "Strategy", "executor": "Executor"}
+# The plaintext, health-only port of every gRPC image (the service port wants a client certificate).
+HEALTH_PORT = 50050
+DEPLOYMENT_DOC = REPO_ROOT / "docs" / "deployment.md"
 RUNTIME_BASE = "python:3.13-slim"
 
 
@@ -111,6 +120,11 @@ def test_runtime_stage_is_slim_non_root_exec_form_and_health_checked(service: st
 
     exposed = [port for item in runtime.all("EXPOSE") for port in item.arguments.split()]
     assert str(SERVICES[service]) in exposed
+    if service in GRPC_SERVICE_NAMES:
+        assert str(HEALTH_PORT) in exposed
+        assert env(runtime).get("GRPC_HEALTH_PORT") == str(HEALTH_PORT)
+    # No key material and no way around authentication baked into an image.
+    assert not {name for name in env(runtime) if name.startswith("GRPC_TLS_") or name == "GRPC_INSECURE"}
 
 
 @pytest.mark.parametrize("service", SERVICES)
@@ -136,7 +150,17 @@ def test_healthcheck_calls_real_modules_and_services(service: str) -> None:
     assert full_name in words
     proto = (REPO_ROOT / "protos/tradebot/v1" / f"{service}.proto").read_text()
     assert re.search(rf"^service {GRPC_SERVICE_NAMES[service]}\b", proto, re.M), f"{full_name} not in the proto"
-    assert "${GRPC_PORT}" in command and env(runtime).get("GRPC_PORT") == str(SERVICES[service])
+    assert env(runtime).get("GRPC_PORT") == str(SERVICES[service])
+    # The probe has no client certificate: it asks the plaintext health port.
+    assert "127.0.0.1:${GRPC_HEALTH_PORT}" in command and env(runtime).get("GRPC_HEALTH_PORT") == str(HEALTH_PORT)
+
+
+def test_dockerignore_keeps_certificates_out_of_every_image() -> None:
+    ignored = read_dockerignore(REPO_ROOT / ".dockerignore")
+    for path in ("certs", "certs/ca.key", "certs/executor.key", "certs/gateway.crt"):
+        assert dockerignore_excludes(ignored, path), path
+    gitignore = (REPO_ROOT / ".gitignore").read_text().split()
+    assert "certs/" in gitignore or "certs" in gitignore
 
 
 def _imports(path: Path) -> set[str]:
@@ -287,60 +311,145 @@ def test_builder_packages_this_service_common_and_generated_code(
         assert f"tradebot/v1/{proto}_pb2.py" in names
 
 
-def _service_env(service: str, port: int, mongo_uri: str) -> dict[str, str]:
+@pytest.fixture(scope="module")
+def tls_files(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """What `make certs` writes: the CA and one key pair per identity."""
+    directory = tmp_path_factory.mktemp("certs")
+    certs.generate(directory)
+    return directory
+
+
+def _tls_env(service: str, tls: Path) -> dict[str, str]:
+    """The GRPC_TLS_* a container gets: server side for the gRPC services, client side for their callers."""
+    values = {}
+    if service in GRPC_SERVICE_NAMES:
+        values |= {"GRPC_TLS_CERT": str(tls / f"{service}.crt"), "GRPC_TLS_KEY": str(tls / f"{service}.key"),
+                   "GRPC_TLS_CLIENT_CA": str(tls / "ca.crt")}
+    if service in ("gateway", "executor"):
+        values |= {"GRPC_TLS_CA": str(tls / "ca.crt"), "GRPC_TLS_CLIENT_CERT": str(tls / f"{service}.crt"),
+                   "GRPC_TLS_CLIENT_KEY": str(tls / f"{service}.key")}
+    return values
+
+
+def _service_env(service: str, port: int, health_port: int, mongo_uri: str, tls: Path | None) -> dict[str, str]:
+    tls_env = _tls_env(service, tls) if tls is not None else {}
+    unreachable = f"127.0.0.1:{free_port()}"  # health must not need the other services
     if service == "gateway":
-        unreachable = f"127.0.0.1:{free_port()}"  # /healthz must not need the backends
         return {
             "GATEWAY_HOST": "127.0.0.1", "GATEWAY_PORT": str(port),
             "CRON_SECRET": "packaged-gateway-secret-0123456789abcdef",
             "MONGODB_URI": mongo_uri, "MONGODB_DB": "packaged_smoke",
-            "MARKET_ADDR": unreachable, "STRATEGY_ADDR": unreachable, "EXECUTOR_ADDR": unreachable,
+            "MARKET_ADDR": unreachable, "STRATEGY_ADDR": unreachable, "EXECUTOR_ADDR": unreachable, **tls_env,
         }
-    env = {"GRPC_HOST": "127.0.0.1", "GRPC_PORT": str(port)}
+    # As in the image: every interface, and the plaintext health port beside the service port.
+    values = {"GRPC_HOST": "0.0.0.0", "GRPC_PORT": str(port), "GRPC_HEALTH_PORT": str(health_port), **tls_env}
     if service == "market":
-        env["MARKET_DATA_SOURCE"] = "simulated"
+        values["MARKET_DATA_SOURCE"] = "simulated"
     if service == "executor":
         from cryptography.fernet import Fernet
 
-        env |= {"CREDENTIALS_KEYS": Fernet.generate_key().decode(), "MONGODB_URI": mongo_uri,
-                "MONGODB_DB": "packaged_smoke"}
-    return env
+        values |= {"CREDENTIALS_KEYS": Fernet.generate_key().decode(), "MONGODB_URI": mongo_uri,
+                   "MONGODB_DB": "packaged_smoke", "MARKET_ADDR": unreachable}
+    return values
 
 
-def _healthy(service: str, port: int) -> bool:
+def _healthy(service: str, port: int, health_port: int) -> bool:
     if service == "gateway":
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as reply:
                 return reply.status == 200
         except OSError:
             return False
-    code, _ = healthprobe.check(f"127.0.0.1:{port}", f"tradebot.v1.{GRPC_SERVICE_NAMES[service]}", timeout=1)
+    # What the HEALTHCHECK and the kubelet do: plaintext, on the health port.
+    code, _ = healthprobe.check(f"127.0.0.1:{health_port}", f"tradebot.v1.{GRPC_SERVICE_NAMES[service]}", timeout=1)
     return code == 0
 
 
-@pytest.mark.parametrize("service", SERVICES)
-def test_packaged_service_starts_alone_and_stops_on_sigterm(
-    service: str, packaged: Callable[[str], Path], mongo_uri: str, tmp_path: Path
-) -> None:
+def _tls_channel(port: int, tls: Path, identity: str | None) -> grpc.Channel:
+    """A channel to the service port as ``identity`` (a certificate from `make certs`), or with none."""
+    ca = (tls / "ca.crt").read_bytes()
+    if identity is None:
+        credentials = grpc.ssl_channel_credentials(root_certificates=ca)
+    else:
+        credentials = grpc.ssl_channel_credentials(root_certificates=ca,
+                                                   private_key=(tls / f"{identity}.key").read_bytes(),
+                                                   certificate_chain=(tls / f"{identity}.crt").read_bytes())
+    return grpc.secure_channel(f"127.0.0.1:{port}", credentials)
+
+
+def _check_service_port_wants_a_client_certificate(service: str, port: int, tls: Path) -> None:
+    full_name = f"tradebot.v1.{GRPC_SERVICE_NAMES[service]}"
+    code, status = healthprobe.check(f"127.0.0.1:{port}", full_name, timeout=2)
+    assert code != 0, f"{service} answers plaintext on its service port: {status}"
+    with _tls_channel(port, tls, None) as channel, pytest.raises(grpc.RpcError) as refused:
+        health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=full_name), timeout=5)
+    assert refused.value.code() == grpc.StatusCode.UNAVAILABLE, "a caller without a certificate gets in"
+    # The operator's certificate (grpcurl) passes the handshake; the server name 127.0.0.1 is in the certificate.
+    with _tls_channel(port, tls, "operator") as channel:
+        reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=full_name), timeout=5)
+    assert reply.status == health_pb2.HealthCheckResponse.SERVING
+    _run_documented_grpcurl(service, port, tls)
+    if service == "executor":
+        from tradebot.v1 import executor_pb2, executor_pb2_grpc
+
+        # Only the gateway's identity drives trades: not the operator, not another service.
+        for identity in ("operator", "market", "strategy", "executor"):
+            with _tls_channel(port, tls, identity) as channel, pytest.raises(grpc.RpcError) as denied:
+                executor_pb2_grpc.ExecutorStub(channel).RunCycle(executor_pb2.RunCycleRequest(), timeout=5)
+            assert denied.value.code() == grpc.StatusCode.PERMISSION_DENIED, identity
+
+
+def _run_documented_grpcurl(service: str, port: int, tls: Path) -> None:
+    """docs/deployment.md's grpcurl lines for this service, as written: only certs/ and <host> substituted."""
+    lines = [line.strip() for line in DEPLOYMENT_DOC.read_text().splitlines()
+             if line.strip().startswith("grpcurl -cacert certs/") and f"-servername {service} " in line]
+    assert lines, f"docs/deployment.md shows no grpcurl command for {service}"
+    for line in lines:
+        words = shlex.split(line)
+        assert f"<host>:{SERVICES[service]}" in words, f"wrong port for {service}: {line}"
+        words = [word.replace("certs/", f"{tls}/").replace(f"<host>:{SERVICES[service]}", f"127.0.0.1:{port}")
+                 for word in words]
+        done = subprocess.run([grpcurl_path(), *words[1:]], capture_output=True, text=True, timeout=30, check=False)
+        if words[-1] == "list":
+            assert done.returncode == 0, f"{line}\n{done.stderr}"
+            assert f"tradebot.v1.{GRPC_SERVICE_NAMES[service]}" in done.stdout.split()
+        elif words[-1] == "tradebot.v1.Executor/RunCycle":
+            assert done.returncode != 0 and "PermissionDenied" in done.stderr, f"{line}\n{done.stdout}{done.stderr}"
+        else:
+            raise AssertionError(f"no expectation for the documented command: {line}")
+
+
+def _packaged_process(service: str, wheel: Path, tmp_path: Path, service_env: dict[str, str]) -> subprocess.Popen[str]:
     # What the image runs: the wheel's code only (no repository on the path,
-    # no editable install), `python -m services.<name>`, then `docker stop`.
+    # no editable install), `python -m services.<name>`.
     unpacked = tmp_path / "site"
-    zipfile.ZipFile(packaged(service)).extractall(unpacked)
+    zipfile.ZipFile(wheel).extractall(unpacked)
     workdir = tmp_path / "app"
     workdir.mkdir()
-    port = free_port()
     site_packages = sysconfig.get_paths()["purelib"]
-    env = {"PATH": os.environ.get("PATH", ""), "PYTHONUNBUFFERED": "1",
-           "PYTHONPATH": f"{unpacked}{os.pathsep}{site_packages}", **_service_env(service, port, mongo_uri)}
+    process_env = {"PATH": os.environ.get("PATH", ""), "PYTHONUNBUFFERED": "1",
+                   "PYTHONPATH": f"{unpacked}{os.pathsep}{site_packages}", **service_env}
     # -S: no site hooks (so the repository's editable install is invisible); -P: no cwd on the path.
-    process = subprocess.Popen([sys.executable, "-S", "-P", "-m", f"services.{service}"], cwd=workdir, env=env,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen([sys.executable, "-S", "-P", "-m", f"services.{service}"], cwd=workdir, env=process_env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_packaged_service_starts_alone_with_mutual_tls_and_stops_on_sigterm(
+    service: str, packaged: Callable[[str], Path], mongo_uri: str, tls_files: Path, tmp_path: Path
+) -> None:
+    port, health_port = free_port(), free_port()
+    process = _packaged_process(service, packaged(service), tmp_path,
+                                _service_env(service, port, health_port, mongo_uri, tls_files))
     try:
         deadline = time.monotonic() + 30
-        while not _healthy(service, port):
+        while not _healthy(service, port, health_port):
             assert process.poll() is None, f"{service} exited early:\n{process.communicate()[0]}"
             assert time.monotonic() < deadline, f"{service} never became healthy"
             time.sleep(0.2)
+        if service in GRPC_SERVICE_NAMES:
+            _check_service_port_wants_a_client_certificate(service, port, tls_files)
+        # `docker stop`
         process.send_signal(signal.SIGTERM)
         output, _ = process.communicate(timeout=20)
         # serve() drains and returns 0; uvicorn drains, then re-raises the signal (exit 143 in Docker).
@@ -351,3 +460,25 @@ def test_packaged_service_starts_alone_and_stops_on_sigterm(
         if process.poll() is None:
             process.kill()
             process.communicate()
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_packaged_service_refuses_to_start_without_tls(
+    service: str, packaged: Callable[[str], Path], mongo_uri: str, tmp_path: Path
+) -> None:
+    # The image's defaults with the certificates left out: a server on 0.0.0.0, a gateway
+    # dialling the services by name. Each must stop with a message, never serve plaintext.
+    port, health_port = free_port(), free_port()
+    service_env = _service_env(service, port, health_port, mongo_uri, None)
+    if service == "gateway":
+        service_env |= {"MARKET_ADDR": "dns:///market:50051", "STRATEGY_ADDR": "dns:///strategy:50052",
+                        "EXECUTOR_ADDR": "dns:///executor:50053"}
+    process = _packaged_process(service, packaged(service), tmp_path, service_env)
+    try:
+        output, _ = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert process.returncode not in (0, None), f"{service} started without TLS:\n{output}"
+    assert "GRPC_INSECURE" in output and "GRPC_TLS" in output, output

@@ -18,7 +18,16 @@ GRPC_SERVICES = {
     "strategy": (50052, "tradebot.v1.Strategy"),
     "executor": (50053, "tradebot.v1.Executor"),
 }
-SECRET_OWNERS = {"CRON_SECRET": "gateway", "CREDENTIALS_KEYS": "executor", "OPENAI_API_KEY": "strategy"}
+SECRET_OWNERS = {"CRON_SECRET": "gateway", "STATUS_TOKEN": "gateway", "CREDENTIALS_KEYS": "executor",
+                 "OPENAI_API_KEY": "strategy"}
+# The kubelet's gRPC probes cannot present a client certificate: they ask this plaintext,
+# health-only port, the same in every pod.
+HEALTH_PORT = 50050
+TLS_DIR = "/etc/tradebot/tls"
+SERVER_TLS = {"GRPC_TLS_CERT": f"{TLS_DIR}/tls.crt", "GRPC_TLS_KEY": f"{TLS_DIR}/tls.key",
+              "GRPC_TLS_CLIENT_CA": f"{TLS_DIR}/ca.crt"}
+CLIENT_TLS = {"GRPC_TLS_CA": f"{TLS_DIR}/ca.crt", "GRPC_TLS_CLIENT_CERT": f"{TLS_DIR}/tls.crt",
+              "GRPC_TLS_CLIENT_KEY": f"{TLS_DIR}/tls.key"}
 
 
 def resource_files() -> list[Path]:
@@ -70,15 +79,22 @@ def test_deployment_runs_non_root_with_resources(name: str) -> None:
         assert {"cpu", "memory"} <= set(main["resources"][kind])
 
 
+def env_values(main: dict[str, Any]) -> dict[str, str]:
+    return {item["name"]: item["value"] for item in main.get("env", []) if "value" in item}
+
+
 @pytest.mark.parametrize("name", GRPC_SERVICES)
 def test_grpc_service_has_native_grpc_probes_and_a_headless_service(name: str) -> None:
     port, full_name = GRPC_SERVICES[name]
     deployment = find("Deployment", name)
     main = container(deployment)
-    assert {item["containerPort"] for item in main["ports"]} >= {port}
-    assert main["readinessProbe"]["grpc"] == {"port": port, "service": full_name}
-    assert main["livenessProbe"]["grpc"]["port"] == port
-    assert {"name": "GRPC_PORT", "value": str(port)} in main["env"]
+    assert {item["containerPort"] for item in main["ports"]} >= {port, HEALTH_PORT}
+    # The probes ask the plaintext health port: the service port wants a client certificate.
+    assert main["readinessProbe"]["grpc"] == {"port": HEALTH_PORT, "service": full_name}
+    assert main["livenessProbe"]["grpc"]["port"] == HEALTH_PORT
+    assert main["startupProbe"]["grpc"]["port"] == HEALTH_PORT
+    assert env_values(main)["GRPC_PORT"] == str(port)
+    assert env_values(main)["GRPC_HEALTH_PORT"] == str(HEALTH_PORT)
     service = find("Service", name)
     assert service["spec"]["clusterIP"] == "None", "headless, so DNS returns every pod for round_robin"
     assert service["spec"]["selector"].items() <= deployment["spec"]["template"]["metadata"]["labels"].items()
@@ -152,3 +168,74 @@ def test_a_node_drain_keeps_a_pod_serving(name: str) -> None:
         "labels"].items()
     assert 1 <= budget["spec"]["minAvailable"] < deployment["spec"]["replicas"]
     assert deployment["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+
+
+def tls_volume(deployment: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The container's mount of TLS_DIR and the pod volume behind it."""
+    (mount,) = [item for item in container(deployment)["volumeMounts"] if item["mountPath"] == TLS_DIR]
+    (volume,) = [item for item in deployment["spec"]["template"]["spec"]["volumes"] if item["name"] == mount["name"]]
+    return mount, volume
+
+
+@pytest.mark.parametrize("name", ["gateway", *GRPC_SERVICES])
+def test_each_pod_mounts_only_its_own_tls_secret_read_only(name: str) -> None:
+    deployment = find("Deployment", name)
+    mount, volume = tls_volume(deployment)
+    assert mount["readOnly"] is True
+    assert volume["secret"]["secretName"] == f"{name}-tls"
+    # Group-readable through fsGroup, by nobody else; the pod's user is in that group.
+    assert volume["secret"]["defaultMode"] == 0o440
+    pod = deployment["spec"]["template"]["spec"]
+    assert pod["securityContext"]["fsGroup"] == pod["securityContext"]["runAsGroup"]
+    secrets = [item["secret"]["secretName"] for item in pod["volumes"] if "secret" in item]
+    assert secrets == [f"{name}-tls"]
+
+
+@pytest.mark.parametrize("name", GRPC_SERVICES)
+def test_grpc_servers_require_mutual_tls(name: str) -> None:
+    env = env_values(container(find("Deployment", name)))
+    assert SERVER_TLS.items() <= env.items()
+    assert env["GRPC_HOST"] == "0.0.0.0"
+
+
+@pytest.mark.parametrize("name", ["gateway", "executor"])
+def test_grpc_clients_present_their_own_certificate(name: str) -> None:
+    env = env_values(container(find("Deployment", name)))
+    assert CLIENT_TLS.items() <= env.items()
+
+
+def test_executor_reads_market_data_from_the_market_service() -> None:
+    env = env_values(container(find("Deployment", "executor")))
+    assert env["MARKET_ADDR"] == "dns:///market.tradebot.svc.cluster.local:50051"
+
+
+def test_every_target_host_is_named_in_the_server_certificate() -> None:
+    from services.devstack import certs
+
+    config = find("ConfigMap", "tradebot-config")["data"]
+    targets = {key: value for key, value in config.items() if key.endswith("_ADDR")}
+    targets |= {f"executor:{key}": value for key, value in env_values(container(find("Deployment", "executor"))).items()
+                if key.endswith("_ADDR")}
+    assert len(targets) == 4
+    for key, target in targets.items():
+        service = key.split(":")[-1].removesuffix("_ADDR").lower()
+        host = target.removeprefix("dns:///").rsplit(":", 1)[0]
+        assert host in {str(name.value) for name in certs.server_names(service)}, key
+
+
+def test_nothing_runs_without_authentication() -> None:
+    for document in load_all():
+        text = yaml.safe_dump(document)
+        assert "GRPC_INSECURE" not in text, f"{document['kind']}/{document['metadata']['name']} sets GRPC_INSECURE"
+
+
+def test_public_https_certificate_is_not_an_internal_identity() -> None:
+    ingress = find("Ingress", "gateway")
+    internal = {f"{name}-tls" for name in ["gateway", "operator", *GRPC_SERVICES]}
+    assert all(entry["secretName"] not in internal for entry in ingress["spec"]["tls"])
+
+
+def test_tls_secrets_are_not_templated() -> None:
+    # `kubectl apply` of an empty template would overwrite the real keys.
+    names = {doc["metadata"]["name"] for doc in load_all() if doc["kind"] == "Secret"}
+    assert not {name for name in names if name.endswith("-tls")}
