@@ -22,7 +22,7 @@ from bson import ObjectId
 def speed_up_memory_engine(engine_class: type) -> None:
     """Three costs of mongoeco's memory engine that grow with data it need not look at.
 
-    Two O(collection size) paths become O(1) for ObjectId/str ids. Both rest on
+    Three O(collection size) paths become O(1) (or O(ids asked)) for ObjectId/str ids. Both rest on
     the same fact: for ObjectId and string ``_id`` values equality is exact (no
     1 == 1.0 == Int64(1) as for numbers), so the engine's storage-key lookup by
     ``_id`` is already the whole answer. Numeric ids, and queries with a
@@ -59,21 +59,30 @@ def _skip_id_scan_on_insert(engine_class: type) -> None:
 
 
 def _skip_scan_on_id_miss(engine_class: type) -> None:
-    """A query by ``_id`` that finds no document falls back to scanning the collection.
+    """A query by ``_id`` that finds no document falls back to scanning the collection, and so
+    does every ``_id: {$in: [...]}``.
 
     Every find, update, delete and upsert by an ``_id`` that does not exist
     (a bot without a paper position, an entry not yet filled, a new paper
     account) paid a full scan: at 10,000 bots, most of the tick's database time.
     """
+    from mongoeco.core.query_plan import InCondition
+
     original = engine_class._candidate_items_for_plan_locked
     if getattr(original, "_speeded_up", False):
         return
 
     def candidate_items(self, coll, query_plan, **options):  # type: ignore[no-untyped-def]
+        if options.get("collation") is not None:
+            return original(self, coll, query_plan, **options)
         wanted = self._direct_id_lookup_from_plan(query_plan)
-        if (options.get("collation") is None and _exact_id(wanted)
-                and coll.get(self._storage_key(wanted)) is None):
+        if _exact_id(wanted) and coll.get(self._storage_key(wanted)) is None:
             return []
+        if (isinstance(query_plan, InCondition) and query_plan.field == "_id" and query_plan.values
+                and all(_exact_id(value) for value in query_plan.values) and hasattr(coll, "ordered_keys")):
+            # {_id: {$in: [...]}} (the executor's batched bot reads): the keys themselves, in natural order.
+            keys = {self._storage_key(value) for value in query_plan.values}
+            return [(key, coll[key]) for key in coll.ordered_keys(keys)]
         return original(self, coll, query_plan, **options)
 
     candidate_items._speeded_up = True  # type: ignore[attr-defined]

@@ -78,3 +78,27 @@ def test_documents_are_validated_once_and_encoded_exactly_as_before(monkeypatch)
     assert checked == [document]                  # the whole document, once, not once per level
     with pytest.raises(TypeError):
         codec.DocumentCodec.encode(invalid)       # still refused, before anything is encoded
+
+
+def test_an_in_query_by_ids_finds_exactly_those_and_costs_what_it_asks(mongo_client: MongoClient,
+                                                                       mongo_db_name: str) -> None:
+    # The executor reads a tick's bots with {_id: {$in: [...]}}: unpatched, every such read scanned the collection.
+    collection = mongo_client[mongo_db_name]["bots"]
+    ids = [ObjectId() for _ in range(20_000)]
+    collection.insert_many([{"_id": value, "n": n} for n, value in enumerate(ids)])
+    collection.insert_one({"_id": 7, "n": "numeric"})
+    wanted = [ids[19_999], ids[3], ObjectId(), ids[500]]
+    found = list(collection.find({"_id": {"$in": wanted}}, {"n": 1}))
+    assert [document["n"] for document in found] == [3, 500, 19_999]   # natural order, the absent id skipped
+    assert list(collection.find({"_id": {"$in": [ids[3]]}, "n": 4})) == []   # the rest of the filter still applies
+    assert [d["n"] for d in collection.find({"_id": {"$in": [7.0, ids[1]]}})] == [1, "numeric"]   # numbers: engine path
+
+    started = time.perf_counter()
+    for start in range(0, 40 * 25, 25):
+        collection.find({"_id": {"$in": ids[start:start + 25]}}).to_list()
+    batched = (time.perf_counter() - started) / 40
+    started = time.perf_counter()
+    for value in ids[:40]:
+        collection.find_one({"_id": value})
+    single = (time.perf_counter() - started) / 40
+    assert batched < 10 * single + 0.005   # 25 ids cost about 25 keys, not 20,000 documents
