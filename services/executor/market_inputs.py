@@ -10,6 +10,7 @@ stops simulated.
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
 from collections.abc import Awaitable, Callable
@@ -37,6 +38,7 @@ from services.executor.convert import candles_from_proto
 MIN_CANDLES = 10            # a paper position is checked against at least the last few candles
 MAX_CANDLES = 1500          # Binance's largest kline page
 MARKET_CALL_SECONDS = 10.0  # one call to the market service, at most (the cycle's deadline wins if sooner)
+CONNECT_WAIT_SECONDS = 6.0  # a restarted market service: longer than the channel's 5 s reconnect back-off cap
 _SHORTEST_MONTH_MS = 28 * 24 * 3_600_000
 
 
@@ -66,8 +68,9 @@ def candles_needed(interval: str, opened_ms: int | None, now_ms: int) -> int:
 class MarketServiceReader:
     """``MarketReader`` over the market service's gRPC API, shared per (symbol, tick)."""
 
-    def __init__(self, stub: market_pb2_grpc.MarketDataStub, clock: Callable[[], float] = time.time) -> None:
-        self._stub = stub
+    def __init__(self, channel: grpc.aio.Channel, clock: Callable[[], float] = time.time) -> None:
+        self._channel = channel
+        self._stub = market_pb2_grpc.MarketDataStub(channel)
         self._clock = clock
         self._quotes: SingleFlight[tuple[Decimal, common_pb2.SymbolFilters]] = SingleFlight(ENTRY_TTL_SECONDS)
 
@@ -100,10 +103,21 @@ class MarketServiceReader:
         timeout = MARKET_CALL_SECONDS if deadline is None else min(MARKET_CALL_SECONDS, deadline - time.monotonic())
         if timeout <= 0:
             raise Unavailable(f"no time left to read market data ({name})")
+        await self._connected(min(CONNECT_WAIT_SECONDS, timeout / 2))
         try:
             return await method(request, timeout=timeout, metadata=metadata)
         except grpc.aio.AioRpcError as error:
             raise market_error(name, error) from None
+
+    async def _connected(self, wait: float) -> None:
+        """A channel whose service restarted sits in reconnect back-off and fails calls at once: give it
+        ``wait`` seconds to connect first (a connected channel costs nothing; one still down fails after)."""
+        if self._channel.get_state(try_to_connect=True) == grpc.ChannelConnectivity.READY:
+            return
+        try:
+            await asyncio.wait_for(self._channel.channel_ready(), wait)
+        except TimeoutError:
+            pass
 
 
 def market_error(name: str, error: grpc.aio.AioRpcError) -> TradebotError:

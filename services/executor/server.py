@@ -9,7 +9,7 @@ from contextlib import contextmanager
 import grpc
 from pymongo import AsyncMongoClient
 from pymongo.errors import ConnectionFailure, NetworkTimeout, ServerSelectionTimeoutError
-from tradebot.v1 import executor_pb2, executor_pb2_grpc, market_pb2_grpc
+from tradebot.v1 import executor_pb2, executor_pb2_grpc
 
 from services.common.errors import Unavailable
 from services.common.grpc_client import make_channel
@@ -85,7 +85,7 @@ class ExecutorApp:
         self._market_channel = None if market is not None else make_channel(settings.market_addr)
         if market is None:
             assert self._market_channel is not None
-            market = MarketServiceReader(market_pb2_grpc.MarketDataStub(self._market_channel))
+            market = MarketServiceReader(self._market_channel)
         self.requests = CycleRequests(StoredBotReader(db), market)
         self.servicer = ExecutorServicer(self.requests, self.runner)
         self._closed = False
