@@ -18,7 +18,12 @@ from typing import Any
 from bson import ObjectId
 
 from services.cli.errors import USAGE, CliError
-from services.common.bot_documents import MAX_PRICE_DISTANCE_PERCENT, MIN_PRICE_DISTANCE_PERCENT, new_bot_document
+from services.common.bot_documents import (
+    MAX_PRICE_DISTANCE_PERCENT,
+    MIN_PRICE_DISTANCE_PERCENT,
+    new_bot_document,
+    stop_beyond_liquidation,
+)
 
 # Mirrors services/strategy/strategies (bot_id -> name); only the default botName.
 PRESET_NAMES = {1: "Bitcoin Pro", 2: "Safe Trader", 3: "Trend Rider", 4: "Range Scalper"}
@@ -135,6 +140,9 @@ def build_config(overrides: dict[str, Any]) -> dict[str, Any]:
             config[key] = value
         else:
             config[key] = _number(key, value)
+    beyond = stop_beyond_liquidation(int(config["leverage"]), Decimal(repr(config["stopLossPercent"])))
+    if beyond is not None:
+        raise CliError(beyond, USAGE)
     return config
 
 

@@ -248,9 +248,13 @@ def _parse_config(config: Any) -> BotConfigValues:
     )
     if not 1 <= losses_limit <= 1000:
         raise InvalidBotDocument(f"config.maxConsecutiveLosses must be between 1 and 1000, got {losses_limit}")
+    stop_loss_percent = _price_distance(config, "stopLossPercent")
+    beyond = stop_beyond_liquidation(leverage, stop_loss_percent)
+    if beyond is not None:
+        raise InvalidBotDocument(f"config.{beyond}")
     return BotConfigValues(
         leverage=leverage,
-        stop_loss_percent=_price_distance(config, "stopLossPercent"),
+        stop_loss_percent=stop_loss_percent,
         take_profit_percent=_price_distance(config, "takeProfitPercent"),
         position_size_percent=_positive(config, "positionSizePercent", high=Decimal(100)),
         max_daily_loss=_positive(config, "maxDailyLoss"),
@@ -442,6 +446,28 @@ def _positive(
 # spread triggers at once. The executor enforces the same bounds.
 MIN_PRICE_DISTANCE_PERCENT = Decimal("0.05")
 MAX_PRICE_DISTANCE_PERCENT = Decimal(100)
+
+
+# A leveraged position is liquidated when its loss eats the margin down to the maintenance margin:
+# about 1/leverage minus the maintenance rate away from the entry (isolated margin). Binance's
+# tier-1 rates are 0.4 % (BTC) to 1 % and more for small coins; 1 % is the conservative bound.
+MAINTENANCE_MARGIN_RATE_PERCENT = Decimal(1)
+
+
+def liquidation_distance_percent(leverage: int) -> Decimal:
+    """How far from the entry (in % of price) an isolated position at ``leverage`` is liquidated."""
+    return Decimal(100) / leverage - MAINTENANCE_MARGIN_RATE_PERCENT
+
+
+def stop_beyond_liquidation(leverage: int, stop_loss_percent: Decimal) -> str | None:
+    """Why a stop this far away would never fire (the position is liquidated first), or None."""
+    reach = liquidation_distance_percent(leverage)
+    if stop_loss_percent < reach:
+        return None
+    return (f"stopLossPercent {stop_loss_percent} at leverage {leverage} is at or beyond liquidation: the position "
+            f"is liquidated about {max(reach, Decimal(0)).normalize():f}% from its entry (100/leverage minus the "
+            f"{MAINTENANCE_MARGIN_RATE_PERCENT}% maintenance margin), before its stop; lower the leverage or the stop "
+            "distance")
 
 
 def _price_distance(config: dict[str, Any], key: str) -> Decimal:

@@ -18,10 +18,13 @@ async def main() -> None:
     options = ServerOptions.from_env(settings.grpc_host)
     start_metrics_server()  # METRICS_PORT; unset or 0 = no /metrics endpoint
     app = ExecutorApp(settings)
+    # In the background: a database that is down at start-up must not hold up the start.
+    indexing = asyncio.create_task(app.leases.ensure_index())
     try:
         await serve("executor", [app.binding()], host=settings.grpc_host, port=settings.grpc_port,
                     options=options, on_stop=app.close)
     finally:
+        indexing.cancel()
         await app.close()
 
 

@@ -18,6 +18,7 @@ from services.common.bot_documents import (
     MAX_PRICE_DISTANCE_PERCENT,
     MIN_PRICE_DISTANCE_PERCENT,
     BotConfigValues,
+    stop_beyond_liquidation,
 )
 from services.common.decimals import parse_decimal
 from services.common.errors import InvalidArgument
@@ -71,9 +72,13 @@ def validate_config(config: executor_pb2.BotConfig) -> BotSettings:
     margin_type = (config.margin_type or "ISOLATED").upper()
     if margin_type not in MARGIN_TYPES:
         raise InvalidArgument(f"config.margin_type must be ISOLATED or CROSSED, got {config.margin_type!r}")
+    stop_loss_percent = _price_distance(config.stop_loss_percent, "config.stop_loss_percent")
+    beyond = stop_beyond_liquidation(config.leverage, stop_loss_percent)
+    if beyond is not None:
+        raise InvalidArgument(f"config.{beyond}")
     return BotSettings(
         leverage=config.leverage,
-        stop_loss_percent=_price_distance(config.stop_loss_percent, "config.stop_loss_percent"),
+        stop_loss_percent=stop_loss_percent,
         take_profit_percent=_price_distance(config.take_profit_percent, "config.take_profit_percent"),
         position_size_percent=_percent(config.position_size_percent, "config.position_size_percent"),
         max_daily_loss=max_daily_loss,

@@ -3,6 +3,18 @@
 Its input (``CycleInput``) comes from trusted sources only: the stored bot
 and the market service (cycle_requests.py), or the backtest's own replay.
 
+Invariants of the money path, whatever the caller or the exchange does:
+* one position per (account, symbol): every cycle that sends orders holds a
+  lease on (connection, symbol) shared by every replica (symbol_leases.py) and
+  re-reads the position under it;
+* a stop-loss from the fill onwards: from the moment an entry is sent until its
+  stop is confirmed the work runs in a task the server owns, so a caller's
+  deadline cannot cut it short; if the caller has gone, the result is written
+  to MongoDB by the executor (late_results.py);
+* protection never waits on a read that can fail: the stop audit runs on every
+  path that leaves a position open (safety trips, an unreadable daily PnL, a
+  partial close), and judges a stop on side, size and price, not on its type.
+
 resolve connection -> broker -> read account and position (fail closed: a
 failed read raises, nothing is opened) -> observe the market when a position
 is open (paper stops fill here) -> reconcile the stored
@@ -21,10 +33,13 @@ the trip itself.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
+from contextlib import asynccontextmanager
+from typing import Any
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -59,12 +74,19 @@ from services.executor.convert import (
     side_to_proto,
 )
 from services.executor.market_inputs import MarketInputs
+from services.executor.late_results import LateResults
 from services.executor.safety import PositionSizeRule, SafetyContext, Trip, first_trip
-from services.executor.sizing import NoEntry, SymbolRules, protective_prices, size_entry
+from services.executor.sizing import EntrySize, NoEntry, SymbolRules, protective_prices, size_entry
+from services.executor.symbol_leases import Lease, ProcessSymbolLeases, SymbolLeases
 
 log = logging.getLogger(__name__)
 
 _ACTION_SIDE: dict[int, PositionSide] = {common_pb2.ACTION_BUY: "LONG", common_pb2.ACTION_SELL: "SHORT"}
+
+# A protected entry (fresh read, leftovers cancelled, entry, stop, target) gets this long, whatever its caller's
+# deadline; beyond it the next tick's audit takes over.
+ENTRY_PROTECTION_SECONDS = 60.0
+LEASE_WAIT_SECONDS = 20.0        # at most this long for another cycle's orders on the same (account, symbol)
 
 
 _SYMBOL = re.compile(r"^[A-Z0-9]{2,30}$")
@@ -130,6 +152,7 @@ class CycleInput:
     stored_position: executor_pb2.Position | None   # the bot's currentPosition as stored
     signal: common_pb2.Signal | None          # None or HOLD: monitor only
     market: MarketInputs
+    deadline: float | None = None             # the caller's, on time.monotonic(); None: no caller deadline
 
     @property
     def stored_side(self) -> PositionSide | None:
@@ -146,6 +169,8 @@ class _Cycle:
     account: AccountSnapshot
     response: executor_pb2.RunCycleResponse = field(default_factory=executor_pb2.RunCycleResponse)
     closed: list[ClosedTradeRecord] = field(default_factory=list)
+    lease: Lease | None = None     # the (account, symbol) lease while this cycle sends orders
+    lease_depth: int = 0
 
     @property
     def settings(self) -> BotSettings:
@@ -168,6 +193,11 @@ class _Cycle:
         """The stored position (an empty message when none is stored)."""
         return self.input.stored_position or executor_pb2.Position()
 
+    @property
+    def holder(self) -> str:
+        """Who holds a symbol lease for this cycle."""
+        return f"{self.input.tick_id}:{self.input.bot_instance_id}"
+
     def client_id(self, purpose: OrderPurpose) -> str:
         return client_order_id(self.input.bot_instance_id, self.input.tick_id, purpose)
 
@@ -184,12 +214,18 @@ class _Cycle:
 class CycleRunner:
     def __init__(self, connections: ConnectionRepository, brokers: BrokerFactory, accounts: AccountCache,
                  clock: Callable[[], int] = _now_ms,
-                 on_connection: Callable[[ExchangeConnection], None] | None = None) -> None:
+                 on_connection: Callable[[ExchangeConnection], None] | None = None,
+                 leases: SymbolLeases | None = None, late_results: LateResults | None = None,
+                 entry_protection_seconds: float = ENTRY_PROTECTION_SECONDS) -> None:
         self._connections = connections
         self._brokers = brokers
         self._accounts = accounts
         self._clock = clock
         self._on_connection = on_connection
+        self._leases: SymbolLeases = leases or ProcessSymbolLeases()
+        self._late = late_results
+        self._entry_protection_seconds = entry_protection_seconds
+        self._owned: set[asyncio.Task[Any]] = set()   # protected entries and late writes, outliving their callers
 
     async def run(self, cycle_input: CycleInput) -> executor_pb2.RunCycleResponse:
         check_symbol(cycle_input.symbol)
@@ -215,6 +251,11 @@ class CycleRunner:
             self._on_connection(connection)
         return connection
 
+    async def drain(self, timeout: float) -> None:
+        """Let protected entries and their late writes finish (at shutdown), for at most ``timeout`` seconds."""
+        if self._owned:
+            await asyncio.wait(set(self._owned), timeout=timeout)
+
     async def _run_locked(self, cycle_input: CycleInput, connection_id: str,
                           broker: Broker) -> executor_pb2.RunCycleResponse:
         tick_id, symbol = cycle_input.tick_id, cycle_input.symbol
@@ -234,10 +275,19 @@ class CycleRunner:
         cycle = _Cycle(cycle_input, connection_id, broker, account)
         cycle.response.reference_price = dec(cycle_input.market.price)
         await self._reconcile(cycle, position)
-        daily = await self._accounts.daily_pnl(
-            connection_id, tick_id, symbol, utc_midnight_ms(self._clock()),
-            broker.realized_pnl_by_symbol_since, broker.realized_pnl_since,
-        )
+        try:
+            daily: Decimal | None = await self._accounts.daily_pnl(
+                connection_id, tick_id, symbol, utc_midnight_ms(self._clock()),
+                broker.realized_pnl_by_symbol_since, broker.realized_pnl_since,
+            )
+        except TradebotError as error:
+            if position is None:
+                raise   # nothing to protect, and no entry without today's PnL
+            # The open position is protected all the same: the stop audit must not depend on this read.
+            daily = None
+            cycle.note("ERROR", "ERROR", "DAILY_PNL_UNKNOWN",
+                       f"today's realised PnL of {symbol} could not be read ({error.message}); no new entry, "
+                       "the open position is still audited and protected")
         cycle.response.daily_realized_pnl = dec(daily)
         cycle.response.available_balance = dec(account.available_balance)
 
@@ -268,10 +318,42 @@ class CycleRunner:
         position = await broker.position(symbol)
         response = executor_pb2.GetPositionResponse(available_balance=dec(account.available_balance))
         if position is not None:
-            protection = await broker.protective_orders(symbol)
+            protection = await broker.protective_orders(position)
             response.has_position = True
             response.position.CopyFrom(position_to_proto(position, protection, open_time_ms=0, entry_client_order_id=""))
         return response
+
+    # -- the lease on (account, symbol) --------------------------------------
+    def _lease_wait(self, cycle: _Cycle) -> float:
+        deadline = cycle.input.deadline
+        if deadline is None:
+            return LEASE_WAIT_SECONDS
+        return max(0.0, min(LEASE_WAIT_SECONDS, deadline - time.monotonic() - 1.0))
+
+    async def _acquire(self, cycle: _Cycle) -> None:
+        """Hold (account, symbol) for this cycle (re-entrant within the cycle)."""
+        if cycle.lease is None:
+            cycle.lease = await self._leases.acquire(cycle.connection_id, cycle.symbol, cycle.holder,
+                                                     self._lease_wait(cycle))
+            # Under the lease the account's snapshot of this symbol may be stale (another replica's bot
+            # may have traded it): read it from the exchange from now on.
+            self._changing(cycle)
+        cycle.lease_depth += 1
+
+    async def _release(self, cycle: _Cycle) -> None:
+        cycle.lease_depth -= 1
+        if cycle.lease_depth == 0 and cycle.lease is not None:
+            lease, cycle.lease = cycle.lease, None
+            await lease.release()
+
+    @asynccontextmanager
+    async def _exclusive(self, cycle: _Cycle) -> AsyncIterator[None]:
+        """Hold (account, symbol) while this cycle sends orders or cancels them."""
+        await self._acquire(cycle)
+        try:
+            yield
+        finally:
+            await self._release(cycle)
 
     # -- steps -----------------------------------------------------------
     async def _reconcile(self, cycle: _Cycle, position: ExchangePosition | None) -> None:
@@ -282,7 +364,11 @@ class CycleRunner:
         self._changing(cycle)   # its closing trade counts in today's PnL from now on: no snapshot for it
         record = await cycle.broker.closed_trade(cycle.symbol, cycle.stored_side, stored.open_time_ms)
         if position is None:
-            await cycle.broker.cancel_protective_orders(cycle.symbol)
+            # Its leftover stop or target must go, unless another bot of the account has opened a new
+            # position meanwhile: then they are that position's protection.
+            async with self._exclusive(cycle):
+                if await cycle.broker.position(cycle.symbol) is None:
+                    await cycle.broker.cancel_protective_orders(cycle.symbol)
         if record is None:
             cycle.note("SYSTEM", "WARNING", "POSITION_GONE",
                        f"{cycle.stored_side} position on {cycle.symbol} is no longer open; no closing trade was found")
@@ -292,52 +378,99 @@ class CycleRunner:
                                                   "realizedPnl": dec(record.realized_pnl)})
 
     async def _emergency_stop(self, cycle: _Cycle, trip: Trip, position: ExchangePosition | None,
-                              daily: Decimal) -> None:
+                              daily: Decimal | None) -> None:
         verdict = cycle.response.safety
         verdict.tripped, verdict.rule, verdict.message = True, trip.rule, trip.message
         verdict.details.update(trip.details)
         verdict.pause_bot = trip.pause_bot
+        remaining = position
         if trip.close_position and position is not None:
-            try:
-                # Close first: if the close fails, the stop-loss is still working.
-                self._changing(cycle)
-                fill = await cycle.broker.close_position(cycle.symbol, cycle.client_id(OrderPurpose.CLOSE), "EMERGENCY_STOP")
-                verdict.position_closed = True
-                await cycle.broker.cancel_protective_orders(cycle.symbol)
-                if fill is not None:
-                    record = await cycle.broker.closed_trade(cycle.symbol, position.side, self._open_time(cycle, position))
-                    if record is not None:
-                        cycle.book(record)
-                        cycle.response.daily_realized_pnl = dec(daily + record.realized_pnl)
-            except TradebotError as error:
-                # One SAFETY event with the trip and the failure (the gateway then writes it instead of its own).
-                cycle.note("SAFETY", "CRITICAL", "EMERGENCY_STOP",
-                           f"Safety rule {trip.rule} paused the bot: {trip.message}; closing the {position.side} "
-                           f"position on {cycle.symbol} FAILED: {error.message}",
-                           {**trip.details, "rule": trip.rule, "positionClosed": "false", "closeError": error.message})
+            async with self._exclusive(cycle):
+                try:
+                    # Close first: if the close fails, the stop-loss is still working.
+                    fill, remaining = await self._close_and_look(cycle, position, "EMERGENCY_STOP")
+                    verdict.position_closed = remaining is None
+                    if fill is not None and remaining is None:
+                        record = await cycle.broker.closed_trade(cycle.symbol, position.side, self._open_time(cycle, position))
+                        if record is not None:
+                            cycle.book(record)
+                            cycle.response.daily_realized_pnl = dec((daily or Decimal(0)) + record.realized_pnl)
+                except TradebotError as error:
+                    # One SAFETY event with the trip and the failure (the gateway then writes it instead of its own).
+                    cycle.note("SAFETY", "CRITICAL", "EMERGENCY_STOP",
+                               f"Safety rule {trip.rule} paused the bot: {trip.message}; closing the {position.side} "
+                               f"position on {cycle.symbol} FAILED: {error.message}",
+                               {**trip.details, "rule": trip.rule, "positionClosed": "false", "closeError": error.message})
+                    remaining = await _position_or_none(cycle) or position
         # The gateway writes the CRITICAL SAFETY TradeLog from the verdict; the log line is ours.
         log.critical("safety stop", extra={"rule": trip.rule, "reason": trip.message, "details": trip.details,
                                            "positionClosed": verdict.position_closed, "symbol": cycle.symbol})
-        if not verdict.position_closed and position is not None:
-            await self._describe_position(cycle, await _position_or_none(cycle) or position)
+        if remaining is not None:
+            # A trip pauses trading, not protection: whatever stays open keeps (or gets back) its stop.
+            protection = await self._audit(cycle, remaining)
+            if protection is not None:
+                await self._describe_position(cycle, remaining, protection)
         closed_text = "; position closed at market" if verdict.position_closed else ""
         cycle.response.decision = f"safety stop {trip.rule}: {trip.message}{closed_text}; no order this cycle"
 
+    async def _close_and_look(self, cycle: _Cycle, position: ExchangePosition,
+                              reason: str) -> tuple[Fill | None, ExchangePosition | None]:
+        """Close at market, then read what is left (a close may fill only in part). Only a confirmed
+        flat account loses its protective orders; what remains keeps them. Call under the lease."""
+        self._changing(cycle)
+        fill = await cycle.broker.close_position(cycle.symbol, cycle.client_id(OrderPurpose.CLOSE), reason)
+        try:
+            remaining = await cycle.broker.position(cycle.symbol)
+        except TradebotError as error:
+            cycle.note("SAFETY", "CRITICAL", "CLOSE_UNCONFIRMED",
+                       f"the {position.side} position on {cycle.symbol} was sent a close, but what is left could "
+                       f"not be read ({error.message}); its protective orders are kept")
+            return fill, position
+        if remaining is None:
+            await cycle.broker.cancel_protective_orders(cycle.symbol)   # leftovers of a flat account
+            return fill, None
+        cycle.note("SAFETY", "CRITICAL", "CLOSE_PARTIAL",
+                   f"the close of the {position.side} position on {cycle.symbol} filled only in part: "
+                   f"{dec(remaining.quantity)} of {dec(position.quantity)} is still open and keeps its protection",
+                   {"closedQuantity": dec(fill.quantity) if fill else "0", "remainingQuantity": dec(remaining.quantity)})
+        return fill, remaining
+
     async def _monitor(self, cycle: _Cycle, position: ExchangePosition) -> None:
-        protection = await cycle.broker.protective_orders(cycle.symbol)
-        if protection.stop_loss_id is None:
-            protection = await self._restore_stop(cycle, position)
-            if protection is None:
-                return
+        protection = await self._audit(cycle, position)
+        if protection is None:
+            return
         await self._describe_position(cycle, position, protection)
         cycle.response.decision = (
             f"{position.side} position open: mark {dec(position.mark_price)}, unrealised PnL "
             f"{dec(position.unrealized_pnl)} USDT; monitoring, no new order"
         )
 
-    async def _restore_stop(self, cycle: _Cycle, position: ExchangePosition) -> ProtectiveOrders | None:
-        """Audit found no stop-loss: re-place it, or close the position if that fails."""
+    async def _audit(self, cycle: _Cycle, position: ExchangePosition) -> ProtectiveOrders | None:
+        """The stop must close this position (side, size) no farther than configured; the target must exist.
+        Restores what is missing; None when the position had to be closed because its stop could not be."""
+        protection = await cycle.broker.protective_orders(position)
         stop, target = self._stored_protection(cycle, position)
+        tolerance = self._rules(cycle).tick_size
+        if protection.stop_loss_id is None:
+            why = "was missing"
+        elif not _stop_not_farther(position.side, protection.stop_loss_price, stop, tolerance):
+            why = f"was at {dec(protection.stop_loss_price)}, farther than the bot's {dec(stop)}"
+        else:
+            why = ""
+        if why:
+            async with self._exclusive(cycle):
+                restored = await self._restore_stop(cycle, position, stop, target, why)
+            if restored is None:
+                return None
+            protection = restored
+        if protection.take_profit_id is None:
+            async with self._exclusive(cycle):
+                protection = await self._restore_target(cycle, position, protection, target)
+        return protection
+
+    async def _restore_stop(self, cycle: _Cycle, position: ExchangePosition, stop: Decimal, target: Decimal,
+                            why: str) -> ProtectiveOrders | None:
+        """Re-place stop and target with this tick's ids, or close the position if the stop cannot be."""
         try:
             await cycle.broker.cancel_protective_orders(cycle.symbol)
             protection = await cycle.broker.protect(
@@ -345,21 +478,42 @@ class CycleRunner:
                 cycle.client_id(OrderPurpose.STOP_LOSS), cycle.client_id(OrderPurpose.TAKE_PROFIT),
             )
         except TradebotError as error:
-            await self._close_unprotected(cycle, position.side, self._open_time(cycle, position),
-                                          f"stop-loss was missing and could not be re-placed: {error.message}")
+            await self._close_unprotected(cycle, position, self._open_time(cycle, position),
+                                          f"stop-loss {why} and could not be re-placed: {error.message}")
             return None
         cycle.note("SAFETY", "CRITICAL", "STOP_LOSS_RESTORED",
-                   f"stop-loss of the {position.side} position on {cycle.symbol} was missing; re-placed at {dec(stop)}",
+                   f"stop-loss of the {position.side} position on {cycle.symbol} {why}; re-placed at {dec(stop)}",
                    {"stopLoss": dec(stop), "takeProfit": dec(target)})
         return protection
 
+    async def _restore_target(self, cycle: _Cycle, position: ExchangePosition, protection: ProtectiveOrders,
+                              target: Decimal) -> ProtectiveOrders:
+        """A take-profit that did not place (or vanished) is placed again; its absence endangers nothing."""
+        try:
+            placed = await cycle.broker.place_take_profit(cycle.symbol, position.side, target,
+                                                          cycle.client_id(OrderPurpose.TAKE_PROFIT))
+        except TradebotError as error:
+            cycle.note("SYSTEM", "WARNING", "TAKE_PROFIT_MISSING",
+                       f"take-profit of the {position.side} position on {cycle.symbol} is missing and could not be "
+                       f"placed at {dec(target)}: {error.message}; the stop-loss protects the position")
+            return protection
+        cycle.note("SYSTEM", "WARNING", "TAKE_PROFIT_RESTORED",
+                   f"take-profit of the {position.side} position on {cycle.symbol} was missing; placed at {dec(target)}",
+                   {"takeProfit": dec(target)})
+        return ProtectiveOrders(protection.stop_loss_id, protection.stop_loss_price,
+                                placed.take_profit_id, placed.take_profit_price)
+
     def _stored_protection(self, cycle: _Cycle, position: ExchangePosition) -> tuple[Decimal, Decimal]:
+        """The bot's stop and target for this position: as stored when they belong to it, else from its entry."""
         stored = cycle.stored
         if cycle.stored_side == position.side and stored.stop_loss and stored.take_profit:
-            stop = parse_decimal(stored.stop_loss, "stored_position.stop_loss", positive=True)
-            target = parse_decimal(stored.take_profit, "stored_position.take_profit", positive=True)
-            assert stop is not None and target is not None
-            return stop, target
+            try:
+                stop = parse_decimal(stored.stop_loss, "stored_position.stop_loss", positive=True)
+                target = parse_decimal(stored.take_profit, "stored_position.take_profit", positive=True)
+            except InvalidArgument:
+                stop = target = None   # junk in the document: the configured distances decide
+            if stop is not None and target is not None:
+                return stop, target
         return protective_prices(position.side, position.entry_price, cycle.settings.stop_loss_percent,
                                  cycle.settings.take_profit_percent, self._rules(cycle).tick_size)
 
@@ -390,6 +544,57 @@ class CycleRunner:
         if refusal is not None:
             cycle.response.decision = refusal
             return
+        await self._acquire(cycle)   # waits while another cycle trades this (account, symbol)
+        # From here the work belongs to the server: a caller that goes away cannot stop it between the
+        # entry and its stop. The lease goes with it.
+        await self._owned_by_server(cycle, self._enter_under_lease(cycle, side, size, action, rules))
+
+    async def _owned_by_server(self, cycle: _Cycle, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(asyncio.wait_for(work, self._entry_protection_seconds))
+        self._own(task)
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            if not task.done():   # the caller has gone (its deadline): the result must still be stored
+                log.warning("caller gone during a protected entry; finishing it", extra={"symbol": cycle.symbol})
+                task.add_done_callback(lambda _: self._record_late(cycle))
+            raise
+
+    def _own(self, task: asyncio.Task[Any]) -> None:
+        self._owned.add(task)
+        task.add_done_callback(self._owned.discard)
+        task.add_done_callback(_log_failure)
+
+    def _record_late(self, cycle: _Cycle) -> None:
+        if self._late is not None:
+            self._own(asyncio.ensure_future(self._late.record(cycle.input.bot_instance_id, cycle.input.user_id,
+                                                             cycle.response)))
+
+    async def _enter_under_lease(self, cycle: _Cycle, side: PositionSide, size: EntrySize,
+                                 action: str, rules: SymbolRules) -> None:
+        try:
+            fresh = await cycle.broker.position(cycle.symbol)   # the truth under the lease, not the snapshot
+            if fresh is not None:
+                # Another bot of this account (maybe on another replica) opened it since the snapshot.
+                protection = await self._audit(cycle, fresh)
+                if protection is not None:
+                    await self._describe_position(cycle, fresh, protection)
+                cycle.response.decision = (f"{action} signal, but a {fresh.side} position on {cycle.symbol} is already "
+                                           "open on this account: one position per symbol, no second entry")
+                return
+            # Leftovers (a stop or target of an entry whose answer was lost) could close the new position at an
+            # old price or make the exchange refuse its stop: a flat account starts clean.
+            await cycle.broker.cancel_protective_orders(cycle.symbol)
+            await self._enter(cycle, side, size, action, rules)
+        finally:
+            await self._release(cycle)
+
+    async def _enter(self, cycle: _Cycle, side: PositionSide, size: EntrySize, action: str,
+                     rules: SymbolRules) -> None:
+        signal = cycle.input.signal
+        assert signal is not None
+        threshold = cycle.settings.confidence_threshold
+        entry_id = cycle.client_id(OrderPurpose.ENTRY)
         order = cycle.response.order
         order.client_order_id, order.side, order.quantity = entry_id, side_to_proto(side), dec(size.quantity)
         try:
@@ -419,8 +624,10 @@ class CycleRunner:
                                                     cycle.client_id(OrderPurpose.STOP_LOSS),
                                                     cycle.client_id(OrderPurpose.TAKE_PROFIT))
         except TradebotError as error:
-            await self._close_unprotected(cycle, side, fill.time_ms,
-                                          f"stop-loss could not be placed after the entry filled: {error.message}")
+            entered = await _position_or_none(cycle)
+            await self._close_unprotected(cycle, entered, fill.time_ms,
+                                          f"stop-loss could not be placed after the entry filled: {error.message}",
+                                          side=side)
             return
         order.stop_loss_order_id = protection.stop_loss_id or ""
         order.take_profit_order_id = protection.take_profit_id or ""
@@ -437,12 +644,22 @@ class CycleRunner:
             f"{dec(fill.quantity)} at {dec(fill.price)} with stop-loss {dec(stop)} and take-profit {dec(target)}"
         )
 
-    async def _close_unprotected(self, cycle: _Cycle, side: PositionSide, open_time_ms: int, why: str) -> None:
-        """No leveraged position is left without its stop: close it at market at once."""
+    async def _close_unprotected(self, cycle: _Cycle, position: ExchangePosition | None, open_time_ms: int, why: str,
+                                 *, side: PositionSide | None = None) -> None:
+        """No leveraged position is left without its stop: close it at market at once (call under the lease)."""
+        side = position.side if position is not None else side
+        if position is None:   # unreadable right after the entry: close what the exchange holds, whatever it is
+            position = await _position_or_none(cycle)
         try:
-            self._changing(cycle)
-            fill = await cycle.broker.close_position(cycle.symbol, cycle.client_id(OrderPurpose.CLOSE), "STOP_LOSS_NOT_PLACED")
-            await cycle.broker.cancel_protective_orders(cycle.symbol)   # a take-profit may have been placed
+            if position is None:
+                self._changing(cycle)
+                fill = await cycle.broker.close_position(cycle.symbol, cycle.client_id(OrderPurpose.CLOSE),
+                                                         "STOP_LOSS_NOT_PLACED")
+                remaining = await cycle.broker.position(cycle.symbol)
+                if remaining is None:
+                    await cycle.broker.cancel_protective_orders(cycle.symbol)
+            else:
+                fill, remaining = await self._close_and_look(cycle, position, "STOP_LOSS_NOT_PLACED")
         except TradebotError as error:
             cycle.note("SAFETY", "CRITICAL", "UNPROTECTED_POSITION",
                        f"{why}; closing the {side} position on {cycle.symbol} FAILED ({error.message}): "
@@ -450,7 +667,14 @@ class CycleRunner:
             await self._describe_position(cycle, await _position_or_none(cycle))
             cycle.response.decision = f"{why}; emergency close failed: position unprotected"
             return
-        if fill is not None:
+        if remaining is not None:
+            cycle.note("SAFETY", "CRITICAL", "UNPROTECTED_POSITION",
+                       f"{why}; the close filled only in part and {dec(remaining.quantity)} {cycle.symbol} is open "
+                       "without a stop-loss")
+            await self._describe_position(cycle, remaining)
+            cycle.response.decision = f"{why}; emergency close filled only in part: the rest is unprotected"
+            return
+        if fill is not None and side is not None:
             record = await cycle.broker.closed_trade(cycle.symbol, side, open_time_ms)
             if record is not None:
                 cycle.book(record)
@@ -466,7 +690,7 @@ class CycleRunner:
         if position is None:
             return
         if protection is None:
-            protection = await cycle.broker.protective_orders(cycle.symbol)
+            protection = await cycle.broker.protective_orders(position)
         stored = cycle.stored
         same = cycle.stored_side == position.side
         open_time, entry_id = (stored.open_time_ms, stored.entry_client_order_id) if same else (0, "")
@@ -492,6 +716,19 @@ class CycleRunner:
         filters = cycle.input.market.filters
         return SymbolRules.from_filters(filters.tick_size, filters.step_size, filters.min_qty, filters.max_qty,
                                         filters.min_notional, filters.market_step_size, filters.market_max_qty)
+
+
+def _stop_not_farther(side: PositionSide, actual: Decimal | None, wanted: Decimal, tolerance: Decimal) -> bool:
+    """A working stop protects as configured when it is no farther from the entry than the bot's own."""
+    if actual is None:
+        return False
+    return actual >= wanted - tolerance if side == "LONG" else actual <= wanted + tolerance
+
+
+def _log_failure(task: asyncio.Task[Any]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        error = task.exception()
+        log.error("server-owned cycle work failed", extra={"error": f"{type(error).__name__}: {error}"})
 
 
 async def _find_entry_or_none(cycle: _Cycle, client_id: str) -> Fill | None:

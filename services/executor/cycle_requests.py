@@ -63,6 +63,7 @@ class CycleRequests:
             stored_position=position,
             signal=request.signal if request.HasField("signal") else None,
             market=market,
+            deadline=deadline,
         )
 
     async def stored_bot(self, ref: executor_pb2.BotRef) -> StoredBot:

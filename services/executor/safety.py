@@ -17,8 +17,10 @@ from services.executor.bot_config import BotSettings
 from services.executor.brokers.base import AccountSnapshot, ClosedTradeRecord, ExchangePosition
 
 HUNDRED = Decimal(100)
-# Fees and step rounding can leave an honest position's margin a hair above its share.
-POSITION_MARGIN_TOLERANCE = Decimal("1.01")
+# An open position is judged at its entry price, not at the mark: sizing fills the cap exactly, so
+# mark-to-market noise would trip it. The tolerance covers step rounding and fees, and the wallet shrinking
+# by a few realised losses; a position grown by hand (a second entry, a manual order) is far beyond it.
+POSITION_SIZE_TOLERANCE = Decimal("1.02")
 
 
 @dataclass(frozen=True)
@@ -26,7 +28,7 @@ class SafetyContext:
     settings: BotSettings
     account: AccountSnapshot
     position: ExchangePosition | None
-    daily_realized_pnl: Decimal                 # today's (UTC) realised PnL for the bot's symbol
+    daily_realized_pnl: Decimal | None          # today's (UTC) realised PnL for the bot's symbol; None: unreadable
     consecutive_losses: int                     # from the bot's statistics before this cycle
     trades_closed_this_cycle: Sequence[ClosedTradeRecord] = ()
 
@@ -53,15 +55,18 @@ class DailyLossRule:
 
     def check(self, context: SafetyContext) -> Trip | None:
         unrealized = context.position.unrealized_pnl if context.position else Decimal(0)
-        total = context.daily_realized_pnl + unrealized
+        # Today's realised PnL unreadable: the open position's own loss can still trip the rule.
+        realized = context.daily_realized_pnl if context.daily_realized_pnl is not None else Decimal(0)
+        total = realized + unrealized
         limit = context.settings.max_daily_loss
         if total >= -limit:
             return None
+        unknown = "" if context.daily_realized_pnl is not None else " (today's realised PnL unknown: the open loss alone)"
         return Trip(
             rule=self.name,
-            message=f"daily loss {format_decimal(-total)} USDT exceeds the limit of {format_decimal(limit)} USDT",
+            message=f"daily loss {format_decimal(-total)} USDT exceeds the limit of {format_decimal(limit)} USDT{unknown}",
             details={
-                "dailyRealizedPnl": format_decimal(context.daily_realized_pnl),
+                "dailyRealizedPnl": format_decimal(realized) if context.daily_realized_pnl is not None else "unknown",
                 "unrealizedPnl": format_decimal(unrealized),
                 "dailyPnl": format_decimal(total),
                 "maxDailyLoss": format_decimal(limit),
@@ -71,7 +76,11 @@ class DailyLossRule:
 
 
 class PositionSizeRule:
-    """An open position larger than the bot may hold: pause (a human decides about the position)."""
+    """An open position larger than the bot may hold: pause (a human decides about the position).
+
+    Entries are sized within the limits (``check_entry``); an open position is judged on what it was
+    entered at (quantity x entry price, margin at the bot's leverage), never on the mark, with a stated
+    tolerance: a price move cannot trip it, a position grown beyond the bot's share does."""
 
     name = "POSITION_SIZE"
 
@@ -80,23 +89,24 @@ class PositionSizeRule:
         if position is None:
             return None
         settings = context.settings
-        notional = position.quantity * position.mark_price
+        notional = position.quantity * position.entry_price
         cap = settings.max_position_notional
-        if cap is not None and notional > cap:
+        if cap is not None and notional > cap * POSITION_SIZE_TOLERANCE:
             return Trip(
                 rule=self.name,
-                message=f"position notional {format_decimal(notional)} USDT exceeds the cap of "
+                message=f"position notional at entry {format_decimal(notional)} USDT exceeds the cap of "
                 f"{format_decimal(cap)} USDT",
                 details={"notional": format_decimal(notional), "maxPositionNotional": format_decimal(cap)},
             )
+        margin = notional / settings.leverage
         allowed = context.account.wallet_balance * settings.position_size_percent / HUNDRED
-        if position.margin > allowed * POSITION_MARGIN_TOLERANCE:
+        if margin > allowed * POSITION_SIZE_TOLERANCE:
             return Trip(
                 rule=self.name,
-                message=f"position margin {format_decimal(position.margin)} USDT exceeds "
+                message=f"position margin at entry {format_decimal(margin)} USDT exceeds "
                 f"{format_decimal(settings.position_size_percent)}% of the balance ({format_decimal(allowed)} USDT)",
                 details={
-                    "margin": format_decimal(position.margin),
+                    "margin": format_decimal(margin),
                     "walletBalance": format_decimal(context.account.wallet_balance),
                     "positionSizePercent": format_decimal(settings.position_size_percent),
                     "allowedMargin": format_decimal(allowed),

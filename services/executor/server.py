@@ -25,9 +25,12 @@ from services.executor.cycle_requests import CycleRequests, deadline_from
 from services.executor.market_inputs import MarketReader, MarketServiceReader
 from services.executor.metrics_hooks import cycle_mode, note_connection_mode, record_cycle
 from services.executor.settings import ExecutorSettings
+from services.executor.late_results import LateResults
 from services.executor.stored_bots import StoredBotReader
+from services.executor.symbol_leases import MongoSymbolLeases
 
 SERVICE_NAME = "tradebot.v1.Executor"
+DRAIN_PROTECTED_ENTRIES_SECONDS = 30.0
 
 log = logging.getLogger(__name__)
 
@@ -79,8 +82,10 @@ class ExecutorApp:
         db = self.mongo[settings.mongodb_db]
         self.vault = CredentialVault(settings.credentials_keys)
         self.brokers = BrokerFactory(db, self.vault, settings)
+        self.leases = MongoSymbolLeases(db)
         self.runner = CycleRunner(ConnectionRepository(db), self.brokers, AccountCache(),
-                                  on_connection=note_connection_mode)
+                                  on_connection=note_connection_mode, leases=self.leases,
+                                  late_results=LateResults(db))
         # The market service is the executor's source of prices and filters (tests may hand in their own).
         self._market_channel = None if market is not None else make_channel(settings.market_addr)
         if market is None:
@@ -99,6 +104,9 @@ class ExecutorApp:
         if self._closed:
             return
         self._closed = True
+        # A protected entry that outlived its caller finishes (stop placed, result stored) before the
+        # connections it needs are closed.
+        await self.runner.drain(DRAIN_PROTECTED_ENTRIES_SECONDS)
         if self._market_channel is not None:
             await self._market_channel.close()
         await self.brokers.close()

@@ -15,16 +15,9 @@ from typing import Any
 
 from tradebot.v1 import executor_pb2, strategy_pb2
 
-from services.gateway.conversions import (
-    action_name,
-    ai_to_document,
-    analysis_to_document,
-    datetime_from_ms,
-    position_to_document,
-    side_name,
-    signal_to_document,
-)
 from services.common.bot_documents import BotIdentity, BotStatisticsValues
+from services.common.position_documents import datetime_from_ms, position_to_document, side_name
+from services.gateway.conversions import action_name, ai_to_document, analysis_to_document, signal_to_document
 
 LOG_TYPES = ("TRADE", "ERROR", "ANALYSIS", "SAFETY", "SYSTEM")
 SEVERITIES = ("INFO", "WARNING", "ERROR", "CRITICAL")

@@ -15,7 +15,7 @@ from services.executor.brokers.base import Candle
 from services.executor.convert import candles_from_proto, stored_position_to_proto
 from services.executor.cycle import CycleInput
 from services.executor.market_inputs import MarketInputs
-from services.gateway.conversions import position_to_document
+from services.common.position_documents import position_to_document
 
 MINUTE_MS = 60_000
 

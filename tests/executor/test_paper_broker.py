@@ -109,7 +109,7 @@ async def test_state_survives_a_new_broker_instance(db):
     restarted = make_broker(db, clock)
     position = await restarted.position("BTCUSDT")
     assert position is not None and position.quantity == D("0.2") and position.entry_price == D("50000")
-    protection = await restarted.protective_orders("BTCUSDT")
+    protection = await restarted.protective_orders(position)
     assert protection.stop_loss_price == D("49000") and protection.take_profit_price == D("52000")
     assert (await restarted.account()).available_balance == D("8995")
 

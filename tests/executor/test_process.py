@@ -114,10 +114,10 @@ def test_a_forged_user_id_cannot_trade_another_users_bot(stack: Stack):
 
 def test_a_forged_config_is_refused_not_used(stack: Stack):
     bot = stack.add_bot()
-    forged = {"leverage": 125, "stopLossPercent": "2", "takeProfitPercent": "4", "positionSizePercent": "100",
+    forged = {"leverage": 20, "stopLossPercent": "2", "takeProfitPercent": "4", "positionSizePercent": "100",
               "maxDailyLoss": "100000", "confidenceThreshold": 0, "maxConsecutiveLosses": 3}
     _refused(stack, {"tickId": "forged-config", "bot": {"botInstanceId": bot}, "config": forged, "signal": BUY},
-             "FailedPrecondition", "config.leverage is 125, stored 5")
+             "FailedPrecondition", "config.leverage is 20, stored 5")
 
 
 def test_forged_statistics_cannot_reset_the_losing_streak(stack: Stack):

@@ -40,6 +40,15 @@ def test_daily_loss_counts_realised_plus_unrealised():
                             "maxDailyLoss": "100"}
 
 
+def test_daily_loss_with_an_unreadable_realised_pnl_still_trips_on_the_open_loss():
+    unknown = SafetyContext(validate_config(config(max_daily_loss="100")), ACCOUNT, position("-150"), None, 0)
+    trip = DailyLossRule().check(unknown)
+    assert trip is not None and trip.close_position and "realised PnL unknown" in trip.message
+    assert trip.details["dailyRealizedPnl"] == "unknown"
+    quiet = SafetyContext(validate_config(config(max_daily_loss="100")), ACCOUNT, position("-50"), None, 0)
+    assert DailyLossRule().check(quiet) is None
+
+
 def test_daily_loss_without_position_uses_realised_only():
     assert DailyLossRule().check(context(daily="-100.5")) is not None
     assert DailyLossRule().check(context(daily="-99")) is None
@@ -47,12 +56,24 @@ def test_daily_loss_without_position_uses_realised_only():
 
 def test_position_size_trips_on_oversize_margin_or_notional_cap():
     rule = PositionSizeRule()
-    assert rule.check(context(pos=position(margin="1000"))) is None                  # 10 % of 10000
-    oversize = rule.check(context(pos=position(margin="1500")))
+    # 0.2 BTC entered at 50000 at leverage 10: margin 1000 = 10 % of the 10,000 wallet.
+    assert rule.check(context(pos=position())) is None
+    oversize = rule.check(context(pos=position(quantity="0.3")))                     # grown by hand: 1500
     assert oversize is not None and oversize.rule == "POSITION_SIZE" and not oversize.close_position
-    assert oversize.details["allowedMargin"] == "1000"
+    assert oversize.details["allowedMargin"] == "1000" and oversize.details["margin"] == "1500"
     capped = rule.check(context(pos=position(), max_position_notional="5000"))     # 0.2 * 50000 = 10000
     assert capped is not None and capped.details["notional"] == "10000"
+
+
+def test_position_size_is_judged_at_entry_not_on_mark_to_market_noise():
+    rule = PositionSizeRule()
+    # Sizing fills the cap exactly; a move of the mark, up or down, is no reason to pause the bot.
+    for mark in ("50010", "51000", "60000", "40000"):
+        assert rule.check(context(pos=position(mark=mark), max_position_notional="10000")) is None
+        assert rule.check(context(pos=position(mark=mark, margin="1400"))) is None   # cross margin moving too
+    # Rounding and fees within the stated 2 % tolerance; beyond it, a trip.
+    assert rule.check(context(pos=position(quantity="0.2039"), max_position_notional="10000")) is None
+    assert rule.check(context(pos=position(quantity="0.2041"), max_position_notional="10000")) is not None
 
 
 def test_position_size_refuses_an_oversize_entry():

@@ -53,14 +53,18 @@ async def test_quantity_off_the_step_or_below_min_notional_is_rejected_as_invali
     assert fake.position("BTCUSDT").amount == Decimal("0.002")
 
 
-async def test_prepare_symbol_sets_isolated_margin_and_leverage_once(fake: FakeBinanceFutures, broker: BinanceFuturesBroker) -> None:
+async def test_prepare_symbol_sets_leverage_before_every_entry_even_after_a_change_by_hand(
+    fake: FakeBinanceFutures, broker: BinanceFuturesBroker
+) -> None:
     await broker.prepare_symbol("BTCUSDT", 7, "ISOLATED")
-
     assert fake.default_account.leverage["BTCUSDT"] == 7
     assert fake.default_account.margin_type["BTCUSDT"] == "ISOLATED"
-    sent_before = len(fake.requests)
+    fake.default_account.leverage["BTCUSDT"] = 50   # changed on Binance's site between two entries
+
     await broker.prepare_symbol("BTCUSDT", 7, "ISOLATED")
-    assert len(fake.requests) == sent_before  # cached per symbol
+
+    assert fake.default_account.leverage["BTCUSDT"] == 7   # set back before money goes in
+    assert len(fake.orders_sent("/fapi/v1/leverage")) == 2
 
 
 async def test_no_need_to_change_margin_type_is_success(
@@ -159,15 +163,33 @@ async def test_unknown_status_of_an_order_that_never_executed_is_reported_not_re
     assert fake.position("BTCUSDT").amount == 0
 
 
-async def test_orders_stop_near_the_account_order_rate_limit(fake: FakeBinanceFutures, broker: BinanceFuturesBroker) -> None:
-    fake.order_count_bias = 275  # other clients of the account already sent 275 orders in this window
-    await broker.open_position(entry(client_id="bot1-tick1-entry"))  # answer reports 276 of 300 per 10 s
+async def test_an_entry_leaves_room_in_the_order_rate_for_its_stop_target_and_close(
+    fake: FakeBinanceFutures, broker: BinanceFuturesBroker
+) -> None:
+    fake.order_count_bias = 266  # other clients of the account already sent 266 orders in this window
+    await broker.open_position(entry(client_id="bot1-tick1-entry"))  # answer reports 267 of 300 per 10 s
 
-    with pytest.raises(ResourceExhausted, match="order rate") as refused:
-        await broker.close_position("BTCUSDT", "bot1-tick1-close", "EMERGENCY_STOP")
-
+    # A second entry would fit under the 270 line, but its stop, target and a close would not: refused.
+    with pytest.raises(ResourceExhausted, match="keeping 3 for the orders that protect it") as refused:
+        await broker.open_position(entry(client_id="bot2-tick1-entry"))
     assert refused.value.retry_after > 0
     assert len(fake.orders_sent()) == 1
+
+    # The first entry's protection and its close still go through, into the head-room.
+    placed = await broker.protect("BTCUSDT", "LONG", Decimal("48500"), Decimal("53000"), "bot1-tick1-sl", "bot1-tick1-tp")
+    assert placed.stop_loss_id == "bot1-tick1-sl" and placed.take_profit_id == "bot1-tick1-tp"
+    assert await broker.close_position("BTCUSDT", "bot1-tick1-close", "EMERGENCY_STOP") is not None
+
+
+async def test_protective_orders_stop_only_at_the_limit_itself(fake: FakeBinanceFutures,
+                                                               broker: BinanceFuturesBroker) -> None:
+    fake.order_count_bias = 297
+    await broker.open_position(entry(client_id="bot1-tick1-entry"))  # 298 of 300
+    await broker.protect("BTCUSDT", "LONG", Decimal("48500"), Decimal("53000"), "bot1-tick1-sl", "bot1-tick1-tp")
+    with pytest.raises(ResourceExhausted, match="order rate") as refused:   # 300 reached: a 301st is not sent
+        await broker.close_position("BTCUSDT", "bot1-tick1-close", "EMERGENCY_STOP")
+    assert refused.value.retry_after > 0
+    assert [r.params.get("reduceOnly") for r in fake.orders_sent()] == [None]
 
 
 async def test_rate_limit_answer_is_resource_exhausted_with_retry_after(

@@ -7,9 +7,15 @@ from decimal import Decimal
 import pytest
 
 from services.common.errors import FailedPrecondition, InvalidArgument
-from services.executor.brokers.base import EntryOrder, ProtectiveOrders
+from services.executor.brokers.base import EntryOrder, ExchangePosition, ProtectiveOrders
 from services.executor.brokers.binance import BinanceFuturesBroker
 from tests.fakes.binance_futures import FakeBinanceFutures
+
+
+def long_btc(quantity: str = "0.01") -> ExchangePosition:
+    """The position the audit asks about (its side and size decide which orders protect it)."""
+    return ExchangePosition("BTCUSDT", "LONG", Decimal(quantity), Decimal("50000"), Decimal("50000"), Decimal(0), 10,
+                            Decimal(50))
 
 
 async def open_long(broker: BinanceFuturesBroker, quantity: str = "0.010") -> int:
@@ -39,7 +45,7 @@ async def test_protection_goes_to_the_algo_endpoint_with_the_callers_ids(
     # Conditional types never went to /fapi/v1/order, so no -4120 was ever answered.
     assert all(r.params.get("type") == "MARKET" for r in fake.orders_sent("/fapi/v1/order"))
     assert placed == ProtectiveOrders("bot1-t1-sl", Decimal("48500"), "bot1-t1-tp", Decimal("53000"))
-    assert await broker.protective_orders("BTCUSDT") == placed
+    assert await broker.protective_orders(long_btc()) == placed
 
 
 async def test_a_short_is_protected_by_buy_side_orders(fake: FakeBinanceFutures, broker: BinanceFuturesBroker) -> None:
@@ -84,7 +90,7 @@ async def test_take_profit_failure_keeps_the_stop_and_reports_the_gap(
     # 49000 is below the mark for a long's take-profit: Binance refuses it (-2021), the stop stays.
     assert placed.stop_loss_id == "bot1-t1-sl" and placed.take_profit_id is None
     assert [r.status for r in fake.orders_sent("/fapi/v1/algoOrder")] == [200, 400]
-    assert await broker.protective_orders("BTCUSDT") == placed
+    assert await broker.protective_orders(long_btc()) == placed
 
 
 async def test_stop_loss_fires_on_the_exchange_and_the_trade_is_booked_from_user_trades(
@@ -108,7 +114,7 @@ async def test_stop_loss_fires_on_the_exchange_and_the_trade_is_booked_from_user
     assert await broker.realized_pnl_since("BTCUSDT", open_time - 1000) == Decimal("-16.492")
 
     await broker.cancel_protective_orders("BTCUSDT")  # the leftover take-profit
-    assert await broker.protective_orders("BTCUSDT") == ProtectiveOrders(None, None, None, None)
+    assert await broker.protective_orders(long_btc()) == ProtectiveOrders(None, None, None, None)
 
 
 async def test_take_profit_of_a_short_is_booked_with_its_reason(fake: FakeBinanceFutures, broker: BinanceFuturesBroker) -> None:
@@ -170,7 +176,7 @@ async def test_a_stop_price_off_the_tick_is_invalid_and_nothing_is_placed(
     await open_long(broker)
     with pytest.raises(InvalidArgument, match="-4014"):
         await broker.protect("BTCUSDT", "LONG", Decimal("48500.05"), Decimal("53000.0"), "bot1-t1-sl", "bot1-t1-tp")
-    assert await broker.protective_orders("BTCUSDT") == ProtectiveOrders(None, None, None, None)
+    assert await broker.protective_orders(long_btc()) == ProtectiveOrders(None, None, None, None)
 
 
 async def test_daily_realized_pnl_reads_income_once_and_follows_our_own_closes_without_it(

@@ -142,8 +142,13 @@ class Broker(Protocol):
     ) -> ProtectiveOrders:
         """Place (or find, by client id) the reduce-only stop-loss and take-profit."""
 
-    async def protective_orders(self, symbol: str) -> ProtectiveOrders:
-        """The SL/TP currently working for the symbol (for the per-tick audit)."""
+    async def protective_orders(self, position: ExchangePosition) -> ProtectiveOrders:
+        """The SL/TP working for ``position`` (the per-tick audit): only orders on its exit side that close
+        it whole (``closePosition``, or reduce-only for at least its quantity); others do not protect it."""
+
+    async def place_take_profit(self, symbol: str, side: PositionSide, take_profit: Decimal,
+                                client_id: str) -> ProtectiveOrders:
+        """Place (or find, by client id) the reduce-only take-profit alone (the stop is already working)."""
 
     async def close_position(self, symbol: str, client_order_id: str, reason: str) -> Fill | None:
         """Close at market (reduce-only); None if already flat."""

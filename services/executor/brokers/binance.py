@@ -57,6 +57,7 @@ from services.executor.brokers.binance_account import (
     ip_weight,
     shared_state,
 )
+from services.executor.brokers.binance_ratelimit import ORDERS_AFTER_AN_ENTRY
 from services.executor.brokers.binance_records import (
     QUOTE_ASSET,
     account_rows,
@@ -93,6 +94,24 @@ def _check_client_id(client_id: str) -> None:
 
 def _exit_side(side: PositionSide) -> str:
     return "SELL" if side == "LONG" else "BUY"
+
+
+def _truthy(value: Any) -> bool:
+    return value is True or str(value).lower() == "true"
+
+
+def _closes_position(row: Mapping[str, Any], position: ExchangePosition) -> bool:
+    """Whether a conditional order would take ``position`` off the exchange when it fires: the exit side,
+    and all of it (a stop of the other side, say the old one after a flip, or a partial one, does not)."""
+    if row.get("side") != _exit_side(position.side):
+        return False
+    if _truthy(row.get("closePosition")):
+        return True
+    try:
+        quantity = Decimal(str(row.get("quantity") or "0"))
+    except ArithmeticError:
+        return False
+    return _truthy(row.get("reduceOnly")) and quantity >= position.quantity
 
 
 @dataclass(frozen=True)
@@ -167,9 +186,16 @@ class BinanceFuturesBroker:
         except errs.TRANSPORT_ERRORS as exc:
             raise errs.translate_transport_error(exc, "server time sync") from None
 
-    async def _send_order(self, action: str, request: Callable[[], Awaitable[dict[str, Any]]]) -> dict[str, Any] | None:
-        """POST an order once, after the rate guard; None when its client id is already taken (-4116)."""
-        self._shared.rate_guard.before_order()
+    async def _send_order(self, action: str, request: Callable[[], Awaitable[dict[str, Any]]], *,
+                          entry: bool = False) -> dict[str, Any] | None:
+        """POST an order once, after the rate guard; None when its client id is already taken (-4116).
+
+        An entry must leave room for the orders that would protect it; every other order we send
+        (stop, target, close) protects a position and may use the guard's safety margin."""
+        if entry:
+            self._shared.rate_guard.before_order(reserve=ORDERS_AFTER_AN_ENTRY)
+        else:
+            self._shared.rate_guard.before_order(protective=True)
         try:
             return await self._call(action, request, accept_codes=frozenset({errs.DUPLICATE_CLIENT_ID}))
         finally:
@@ -222,13 +248,13 @@ class BinanceFuturesBroker:
         return parse_position(rows, symbol, prepared_leverage)
 
     async def prepare_symbol(self, symbol: str, leverage: int, margin_type: str) -> None:
+        """Set margin type and leverage before every entry (weight 1 each; entries are rare): a leverage
+        changed by hand on Binance, or by another process, is set back before money goes in."""
         margin = MARGIN_TYPES.get(margin_type.upper())
         if margin is None:
             raise InvalidArgument(f"margin type must be ISOLATED or CROSSED, got {margin_type!r}")
         if not 1 <= leverage <= 125:
             raise InvalidArgument(f"leverage must be between 1 and 125, got {leverage}")
-        if self._prepared.get(symbol) == (leverage, margin):
-            return
         await self._ensure_one_way()
         await self._read(
             f"margin type change for {symbol}",
@@ -278,7 +304,8 @@ class BinanceFuturesBroker:
             "newClientOrderId": order.client_order_id,
             "newOrderRespType": "RESULT",
         }
-        placed = await self._place_market(f"{order.side} entry on {order.symbol}", order.symbol, order.client_order_id, params)
+        placed = await self._place_market(f"{order.side} entry on {order.symbol}", order.symbol, order.client_order_id,
+                                          params, entry=True)
         return await self._fill(order.symbol, placed)
 
     async def close_position(self, symbol: str, client_order_id: str, reason: str) -> Fill | None:
@@ -301,9 +328,10 @@ class BinanceFuturesBroker:
         logger.info("closed %s %s at %s (%s)", current.side, symbol, fill.price, reason)
         return fill
 
-    async def _place_market(self, action: str, symbol: str, client_order_id: str, params: Mapping[str, str]) -> dict[str, Any]:
+    async def _place_market(self, action: str, symbol: str, client_order_id: str, params: Mapping[str, str], *,
+                            entry: bool = False) -> dict[str, Any]:
         try:
-            placed = await self._send_order(action, lambda: self._client.futures_create_order(**params))
+            placed = await self._send_order(action, lambda: self._client.futures_create_order(**params), entry=entry)
         except errs.UnknownOutcome:
             logger.warning("%s: execution status unknown; querying client id %s", action, client_order_id)
             return await self._resolve_order(action, symbol, client_order_id)
@@ -445,16 +473,24 @@ class BinanceFuturesBroker:
             raise Unavailable(f"Binance open algo orders answer for {symbol} is not a list")
         return [row for row in rows if row.get("symbol", symbol) == symbol]
 
-    async def protective_orders(self, symbol: str) -> ProtectiveOrders:
-        rows = sorted(await self._open_algo_orders(symbol), key=lambda r: int(r.get("updateTime") or 0), reverse=True)
-        stop = next((r for r in rows if r.get("orderType") == "STOP_MARKET"), None)
-        target = next((r for r in rows if r.get("orderType") == "TAKE_PROFIT_MARKET"), None)
+    async def protective_orders(self, position: ExchangePosition) -> ProtectiveOrders:
+        rows = sorted(await self._open_algo_orders(position.symbol), key=lambda r: int(r.get("updateTime") or 0),
+                      reverse=True)
+        protecting = [row for row in rows if _closes_position(row, position)]
+        stop = next((r for r in protecting if r.get("orderType") == "STOP_MARKET"), None)
+        target = next((r for r in protecting if r.get("orderType") == "TAKE_PROFIT_MARKET"), None)
         return ProtectiveOrders(
             stop_loss_id=str(stop["clientAlgoId"]) if stop else None,
             stop_loss_price=dec(stop, "triggerPrice") if stop else None,
             take_profit_id=str(target["clientAlgoId"]) if target else None,
             take_profit_price=dec(target, "triggerPrice") if target else None,
         )
+
+    async def place_take_profit(self, symbol: str, side: PositionSide, take_profit: Decimal,
+                                client_id: str) -> ProtectiveOrders:
+        _check_client_id(client_id)
+        target = await self._place_conditional(symbol, side, "TAKE_PROFIT_MARKET", take_profit, client_id)
+        return ProtectiveOrders(None, None, str(target["clientAlgoId"]), dec(target, "triggerPrice"))
 
     async def cancel_protective_orders(self, symbol: str) -> None:
         for row in await self._open_algo_orders(symbol):

@@ -7,6 +7,11 @@ report plus the orders sent since, and refuses to send (ResourceExhausted
 with a retry-after) when the next order would come within a safety margin
 of either limit. One guard per account, shared by every broker instance of
 that account in this process.
+
+Protection comes first: an entry is sent only when its stop-loss, its
+take-profit and an emergency close would fit after it (``reserve``), inside the
+safety margin; protective orders and closes may use the margin too, up to the
+limit itself. So an entry can never take the last slot its own stop needs.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ LIMIT_10S = 300
 LIMIT_1M = 1200
 MARGIN_10S = 30   # keep 10 % head-room for other clients of the same account
 MARGIN_1M = 60
+ORDERS_AFTER_AN_ENTRY = 3   # its stop-loss, its take-profit, and a close if the stop cannot be placed
 
 
 @dataclass
@@ -51,15 +57,18 @@ class OrderRateGuard:
             "X-MBX-ORDER-COUNT-1M": _Window(60.0, LIMIT_1M, MARGIN_1M),
         }
 
-    def before_order(self) -> None:
-        """Raise ResourceExhausted when one more order would come too close to a limit."""
+    def before_order(self, *, reserve: int = 0, protective: bool = False) -> None:
+        """Raise ResourceExhausted unless this order and ``reserve`` more fit: within the safety margin
+        for an ordinary order, up to the limit itself for a ``protective`` one (a stop, a target, a close)."""
         now = self._clock()
         with self._lock:
             for header, window in self._windows.items():
-                if window.estimate(now) + 1 > window.limit - window.margin:
+                room = window.limit if protective else window.limit - window.margin
+                if window.estimate(now) + 1 + reserve > room:
+                    kept = f", keeping {reserve} for the orders that protect it" if reserve else ""
                     raise ResourceExhausted(
                         f"order rate near Binance's limit ({window.estimate(now)} of {window.limit} "
-                        f"per {int(window.seconds)} s from {header}); not sending",
+                        f"per {int(window.seconds)} s from {header}{kept}); not sending",
                         retry_after=window.retry_after(now),
                     )
             for window in self._windows.values():

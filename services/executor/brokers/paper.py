@@ -254,11 +254,20 @@ class PaperBroker:
         })
         return ProtectiveOrders(stop_loss_client_id, stop_loss, take_profit_client_id, take_profit)
 
-    async def protective_orders(self, symbol: str) -> ProtectiveOrders:
-        doc = await self._position_doc(symbol)
-        if doc is None:
+    async def protective_orders(self, position: ExchangePosition) -> ProtectiveOrders:
+        doc = await self._position_doc(position.symbol)
+        if doc is None or doc["side"] != position.side:   # paper stops always close the whole position
             return ProtectiveOrders(None, None, None, None)
         return _protective_from_doc(doc)
+
+    async def place_take_profit(self, symbol: str, side: PositionSide, take_profit: Decimal,
+                                client_id: str) -> ProtectiveOrders:
+        doc = await self._position_doc(symbol)
+        if doc is None or doc["side"] != side:
+            raise FailedPrecondition(f"paper order rejected: no {side} position on {symbol} to protect")
+        await self._store.update_position(doc["_id"], doc["openTimeMs"],
+                                          {"takeProfit": _s(take_profit), "takeProfitId": client_id})
+        return ProtectiveOrders(None, None, client_id, take_profit)
 
     async def cancel_protective_orders(self, symbol: str) -> None:
         await self._store.unset_position_fields(

@@ -1,0 +1,100 @@
+"""One order-sending cycle at a time per (exchange account, symbol), across every executor replica.
+
+In one-way mode an account holds one position per symbol. Two bots of one
+account on one symbol, served by two replicas, would otherwise both see "flat"
+and both enter. Before a cycle sends an order it takes a lease in MongoDB
+(``symbolleases``, ``_id`` = ``<connection>:<symbol>``), re-reads the position
+under it, and releases it when its orders are done; a replica that dies
+holding one loses it after ``ttl``. Cycles that only watch take no lease.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
+from typing import Protocol
+
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import DuplicateKeyError
+
+from services.common.errors import Aborted
+
+log = logging.getLogger(__name__)
+
+COLLECTION = "symbolleases"
+LEASE_SECONDS = 120.0     # longer than any order-sending cycle, including its protected entry
+POLL_SECONDS = 0.05
+
+
+class Lease(Protocol):
+    async def release(self) -> None: ...
+
+
+class SymbolLeases(Protocol):
+    async def acquire(self, connection_id: str, symbol: str, holder: str, wait_seconds: float) -> Lease:
+        """Hold (connection, symbol) for ``holder``, waiting at most ``wait_seconds``; raises Aborted."""
+
+
+class _MongoLease:
+    def __init__(self, leases: MongoSymbolLeases, key: str, holder: str) -> None:
+        self._leases, self._key, self._holder = leases, key, holder
+
+    async def release(self) -> None:
+        await self._leases.collection.delete_one({"_id": self._key, "holder": self._holder})
+
+
+class MongoSymbolLeases:
+    def __init__(self, db: AsyncDatabase, ttl_seconds: float = LEASE_SECONDS) -> None:
+        self.collection = db[COLLECTION]
+        self._ttl = ttl_seconds
+
+    async def ensure_index(self) -> None:
+        try:   # expired leases would be taken over anyway; the index only keeps the collection small
+            await self.collection.create_index("until", expireAfterSeconds=3600, name="until_ttl")
+        except Exception as error:
+            log.warning("could not create the symbol lease index", extra={"error": type(error).__name__})
+
+    async def acquire(self, connection_id: str, symbol: str, holder: str, wait_seconds: float) -> Lease:
+        key = f"{connection_id}:{symbol}"
+        deadline = time.monotonic() + wait_seconds
+        while True:
+            now = datetime.now(UTC)
+            try:
+                # Free (absent or expired) or already ours: take it. Held by another: the upsert collides.
+                await self.collection.update_one(
+                    {"_id": key, "$or": [{"until": {"$lte": now}}, {"holder": holder}]},
+                    {"$set": {"holder": holder, "until": now + timedelta(seconds=self._ttl), "since": now}},
+                    upsert=True,
+                )
+                return _MongoLease(self, key, holder)
+            except DuplicateKeyError:
+                pass
+            if time.monotonic() >= deadline:
+                raise Aborted(f"another cycle is sending orders on {symbol} for this account; not waiting longer")
+            await asyncio.sleep(POLL_SECONDS)
+
+
+class _NoLease:
+    async def release(self) -> None:
+        return None
+
+
+class ProcessSymbolLeases:
+    """Leases for a single process (the backtest): the in-process symbol lock already serialises cycles."""
+
+    async def acquire(self, connection_id: str, symbol: str, holder: str, wait_seconds: float) -> Lease:
+        return _NoLease()
+
+
+@asynccontextmanager
+async def held(leases: SymbolLeases, connection_id: str, symbol: str, holder: str,
+               wait_seconds: float) -> AsyncIterator[None]:
+    lease = await leases.acquire(connection_id, symbol, holder, wait_seconds)
+    try:
+        yield
+    finally:
+        await lease.release()
