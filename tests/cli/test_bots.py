@@ -59,6 +59,8 @@ def test_create_writes_a_seed_shaped_bot_the_gateway_accepts(run_cli: RunCli, db
         (["--preset", "1", "--symbol", "BTCUSDT", "--position-size", "150"],
          "positionSizePercent must be > 0 and <= 100, got 150"),
         (["--preset", "1", "--symbol", "BTCUSDT", "--max-daily-loss", "abc"], "maxDailyLoss must be a number"),
+        (["--preset", "1", "--symbol", "BTCUSDT", "--leverage", "50", "--stop-loss", "3"],
+         "stopLossPercent 3 at leverage 50 is at or beyond liquidation"),
         (["--preset", "1", "--symbol", "BTCEUR"], "symbol must be a Binance USDⓈ-M futures symbol"),
         (["--preset", "1", "--symbol", "BTC-USDT"], "symbol must be a Binance USDⓈ-M futures symbol"),
         (["--preset", "1", "--symbol", "BTCUSDT", "--config", "{leverage: 5}"], "--config is not valid JSON"),

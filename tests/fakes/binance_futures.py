@@ -86,6 +86,7 @@ class Fault:
     msg: str
     headers: dict[str, str]
     remaining: int
+    params: dict[str, str] = field(default_factory=dict)   # only requests carrying these parameters
 
 
 @dataclass
@@ -155,6 +156,8 @@ class FakeBinanceFutures:
         self.unknown_status_remaining = 0
         self.slow_answer_remaining = 0
         self.slow_answer_s = 0.0
+        self.partial_fill_remaining = 0
+        self.partial_fill_fraction = Decimal(1)
         self.clock_skew_ms = 0
         self.order_count_bias = 0
         self.used_weight_1m: int | None = None   # when set, every answer reports it as X-MBX-USED-WEIGHT-1M
@@ -180,9 +183,29 @@ class FakeBinanceFutures:
         status: int = 400,
         times: int = 1,
         headers: dict[str, str] | None = None,
+        params: dict[str, str] | None = None,
     ) -> None:
-        """The next ``times`` requests to ``method path`` get this error instead of being executed."""
-        self.faults.append(Fault(method.upper(), path, status, code, msg, headers or {}, times))
+        """The next ``times`` requests to ``method path`` (carrying ``params``, when given) get this error
+        instead of being executed."""
+        self.faults.append(Fault(method.upper(), path, status, code, msg, headers or {}, times, params or {}))
+
+    def partial_fill_next(self, fraction: Decimal | str, times: int = 1) -> None:
+        """The next MARKET orders fill only ``fraction`` of their quantity (rounded down to the step) and end
+        EXPIRED, as Binance's orders do when the book runs out within the price protection."""
+        self.partial_fill_fraction, self.partial_fill_remaining = Decimal(str(fraction)), times
+
+    def manual_algo_order(self, symbol: str, side: str, order_type: str, trigger: Decimal | str, *,
+                          close_position: bool = True, quantity: str | None = None,
+                          api_key: str | None = None) -> dict[str, Any]:
+        """A conditional order placed outside the bot (Binance's app, or an entry whose answer was lost)."""
+        account = self.accounts[api_key] if api_key else self.default_account
+        params = {"symbol": symbol, "side": side, "type": order_type, "algoType": "CONDITIONAL",
+                  "triggerPrice": str(trigger), "closePosition": "true" if close_position else "false",
+                  "clientAlgoId": f"web{next(self._ids)}"}
+        if quantity is not None:
+            params |= {"quantity": quantity, "reduceOnly": "true"}
+        order, _ = self._new_algo_order(account, params)
+        return order
 
     def unknown_status_next(self, times: int = 1) -> None:
         """The next order POSTs execute but answer HTTP 503 'Unknown error' (execution status unknown)."""
@@ -267,7 +290,7 @@ class FakeBinanceFutures:
                 raise ApiError(404, -1000, f"fake: no route {method} {path}")
             handler, signed = route
             account = self._authenticate(request, body, params) if signed else None
-            self._raise_fault(method, path)
+            self._raise_fault(method, path, params)
             result, headers = handler(account, params)
             if headers and self.unknown_status_remaining > 0 and path in ("/fapi/v1/order", "/fapi/v1/algoOrder"):
                 # The order was executed; only the answer is lost, like Binance's 503.
@@ -351,9 +374,10 @@ class FakeBinanceFutures:
             raise ApiError(400, -1021, "Timestamp for this request is outside of the recvWindow.")
         return account
 
-    def _raise_fault(self, method: str, path: str) -> None:
+    def _raise_fault(self, method: str, path: str, params: dict[str, str]) -> None:
         for fault in self.faults:
-            if fault.method == method and fault.path == path and fault.remaining > 0:
+            matches = all(params.get(key) == value for key, value in fault.params.items())
+            if fault.method == method and fault.path == path and fault.remaining > 0 and matches:
                 fault.remaining -= 1
                 if fault.remaining == 0:
                     self.faults.remove(fault)
@@ -590,7 +614,13 @@ class FakeBinanceFutures:
         if opening > 0 and required > self._available(account):
             raise ApiError(400, -2019, "Margin is insufficient.")
         headers = self._order_count_headers(account)
+        ordered = quantity
+        if self.partial_fill_remaining > 0:
+            self.partial_fill_remaining -= 1
+            quantity = (quantity * self.partial_fill_fraction // spec.step_size) * spec.step_size
         order = self._execute(account, spec.symbol, side, quantity, client_id, reduce_only, order_type="MARKET")
+        if quantity < ordered:
+            order.update(status="EXPIRED", origQty=_fmt(ordered))
         if params.get("newOrderRespType", "ACK").upper() == "ACK":
             return {**order, "status": "NEW", "executedQty": "0", "cumQuote": "0", "avgPrice": "0.00"}, headers
         return order, headers

@@ -68,6 +68,10 @@ def test_stored_position_is_parsed():
         (lambda d: d.update(currentPosition={"side": "UP"}), "currentPosition.side must be LONG or SHORT, got 'UP'"),
         (lambda d: d.update(currentPosition={"symbol": "ETHUSDT"}), "currentPosition.symbol must be the bot's symbol"),
         (lambda d: d.update(statistics={"totalTrades": -1}), "statistics.totalTrades must not be negative"),
+        # Liquidated about 1 % from entry at 50x: a 3 % stop would never fire.
+        (lambda d: d["config"].update(leverage=50, stopLossPercent=3),
+         "config.stopLossPercent 3 at leverage 50 is at or beyond liquidation: the position is liquidated about 1% "
+         "from its entry"),
     ],
 )
 def test_broken_documents_name_the_field_and_value(mutate, message):
