@@ -11,6 +11,7 @@ import json
 
 import grpc
 
+from services.common.errors import RETRY_AFTER_METADATA_KEY
 from services.common.tls import ClientTls, client_tls_from_env, require_secure_targets
 
 _SERVICE_CONFIG = json.dumps(
@@ -64,3 +65,11 @@ def make_channel(address: str, *, tls: ClientTls | None | object = _FROM_ENV) ->
         certificate_chain=client_tls.client_cert,
     )
     return grpc.aio.secure_channel(target, credentials, options=options)
+
+
+def retry_after(error: grpc.aio.AioRpcError) -> str | None:
+    """The ``retry-after-seconds`` trailer a RESOURCE_EXHAUSTED answer carries (grpc_server sets it)."""
+    for key, value in error.trailing_metadata() or ():
+        if key == RETRY_AFTER_METADATA_KEY:
+            return value if isinstance(value, str) else None
+    return None

@@ -39,10 +39,10 @@ import re
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
-from typing import Any
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
+from typing import Any
 
 from tradebot.v1 import common_pb2, executor_pb2
 
@@ -73,8 +73,8 @@ from services.executor.convert import (
     side_from_proto,
     side_to_proto,
 )
-from services.executor.market_inputs import MarketInputs
 from services.executor.late_results import LateResults
+from services.executor.market_inputs import MarketInputs
 from services.executor.safety import PositionSizeRule, SafetyContext, Trip, first_trip
 from services.executor.sizing import EntrySize, NoEntry, SymbolRules, protective_prices, size_entry
 from services.executor.symbol_leases import Lease, ProcessSymbolLeases, SymbolLeases
@@ -237,13 +237,13 @@ class CycleRunner:
                                      f"got {cycle_input.market.price}")
         _check_market_numbers(cycle_input.market.price, cycle_input.market.filters)
         # Looked up once per (user, connection) per tick and shared by the account's bots.
-        connection = await self.connection(cycle_input.user_id, cycle_input.connection_id, cycle_input.tick_id)
+        connection = await self._connection(cycle_input.user_id, cycle_input.connection_id, cycle_input.tick_id)
         broker = await self._brokers.broker_for(connection)
         # Bots of one account on the same symbol decide one after another (one-way mode: one position).
         async with self._accounts.symbol_lock(connection.id, cycle_input.symbol):
             return await self._run_locked(cycle_input, connection.id, broker)
 
-    async def connection(self, user_id: str, connection_id: str, tick_id: str) -> ExchangeConnection:
+    async def _connection(self, user_id: str, connection_id: str, tick_id: str) -> ExchangeConnection:
         connection = await self._accounts.connection(
             user_id, connection_id, tick_id, lambda: self._connections.resolve(user_id, connection_id),
         )
@@ -648,10 +648,8 @@ class CycleRunner:
                                  *, side: PositionSide | None = None) -> None:
         """No leveraged position is left without its stop: close it at market at once (call under the lease)."""
         side = position.side if position is not None else side
-        if position is None:   # unreadable right after the entry: close what the exchange holds, whatever it is
-            position = await _position_or_none(cycle)
         try:
-            if position is None:
+            if position is None:   # unreadable right after the entry: close what the exchange holds
                 self._changing(cycle)
                 fill = await cycle.broker.close_position(cycle.symbol, cycle.client_id(OrderPurpose.CLOSE),
                                                          "STOP_LOSS_NOT_PLACED")

@@ -23,12 +23,12 @@ from tradebot.v1 import common_pb2, market_pb2, market_pb2_grpc
 
 from services.common.decimals import parse_decimal
 from services.common.errors import (
-    RETRY_AFTER_METADATA_KEY,
     FailedPrecondition,
     ResourceExhausted,
     TradebotError,
     Unavailable,
 )
+from services.common.grpc_client import retry_after
 from services.common.grpc_server import TICK_ID_METADATA_KEY
 from services.common.intervals import FIXED_INTERVAL_MS
 from services.executor.account_cache import ENTRY_TTL_SECONDS, SingleFlight
@@ -125,9 +125,8 @@ def market_error(name: str, error: grpc.aio.AioRpcError) -> TradebotError:
     code, details = error.code(), error.details() or "no details"
     message = f"market data {name}: {code.name}: {details}"
     if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
-        retry_after = next((value for key, value in error.trailing_metadata() or () if key == RETRY_AFTER_METADATA_KEY), "0")
         try:
-            seconds = float(retry_after)
+            seconds = float(retry_after(error) or 0)
         except (TypeError, ValueError):
             seconds = 0.0
         return ResourceExhausted(message, retry_after=seconds)

@@ -90,14 +90,14 @@ class StoredBotReader:
                 waiters = {key: self._waiting.pop(key) for key in batch}
                 try:
                     documents = await self._read(batch)
-                except BaseException as error:
-                    for futures in waiters.values():
-                        for future in futures:
-                            if not future.done():
-                                future.set_exception(error if isinstance(error, Exception) else asyncio.CancelledError())
-                    if not isinstance(error, Exception):
-                        raise
+                except Exception as error:   # every waiter of the batch gets the read's error
+                    for future in _pending(waiters):
+                        future.set_exception(error)
                     continue
+                except BaseException:        # the reader itself is cancelled: so are its waiters
+                    for future in _pending(waiters):
+                        future.cancel()
+                    raise
                 for key, futures in waiters.items():
                     for future in futures:
                         if not future.done():
@@ -109,3 +109,7 @@ class StoredBotReader:
         query: dict[str, Any] = {"_id": ids[0]} if len(ids) == 1 else {"_id": {"$in": list(ids)}}
         found = await self._collection.find(query, BOT_PROJECTION).to_list()
         return {document["_id"]: document for document in found}
+
+
+def _pending(waiters: dict[ObjectId, list[asyncio.Future[dict[str, Any] | None]]]) -> list[asyncio.Future[Any]]:
+    return [future for futures in waiters.values() for future in futures if not future.done()]

@@ -13,8 +13,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
@@ -88,13 +86,3 @@ class ProcessSymbolLeases:
 
     async def acquire(self, connection_id: str, symbol: str, holder: str, wait_seconds: float) -> Lease:
         return _NoLease()
-
-
-@asynccontextmanager
-async def held(leases: SymbolLeases, connection_id: str, symbol: str, holder: str,
-               wait_seconds: float) -> AsyncIterator[None]:
-    lease = await leases.acquire(connection_id, symbol, holder, wait_seconds)
-    try:
-        yield
-    finally:
-        await lease.release()

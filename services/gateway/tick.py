@@ -29,7 +29,7 @@ from typing import Any
 import grpc
 from tradebot.v1 import common_pb2, executor_pb2, market_pb2, strategy_pb2
 
-from services.common.errors import RETRY_AFTER_METADATA_KEY
+from services.common.grpc_client import retry_after as retry_after_trailer
 from services.common.grpc_server import BOT_INSTANCE_ID_METADATA_KEY, TICK_ID_METADATA_KEY
 from services.common.jsonlog import bot_instance_id_var, tick_id_var
 from services.gateway import records
@@ -361,7 +361,7 @@ class _Tick:
             if code == grpc.StatusCode.ABORTED:   # the executor found the bot held by another tick
                 raise _Skip(f"in progress ({without_addresses(error.details() or 'held by another tick')})") from None
             if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
-                retry_after = _retry_after(error)
+                retry_after = retry_after_trailer(error)
                 wait = f", retry in {retry_after}s" if retry_after else ""
                 raise _Skip(f"rate limited ({name}: {without_addresses(error.details() or '')}{wait})") from None
             # The text reaches lastError, TradeLogs and webhooks: no internal addresses in it.
@@ -463,13 +463,6 @@ def cycle_percentiles(seconds: Sequence[float]) -> dict[str, float]:
         return {}
     ordered = sorted(seconds)
     return {f"botCycleP{p}Seconds": ordered[max(math.ceil(p / 100 * len(ordered)) - 1, 0)] for p in (50, 95, 99)}
-
-
-def _retry_after(error: grpc.aio.AioRpcError) -> str | None:
-    for key, value in error.trailing_metadata() or ():
-        if key == RETRY_AFTER_METADATA_KEY:
-            return value if isinstance(value, str) else None
-    return None
 
 
 def _result(identity: BotIdentity, status: BotStatus, **fields: Any) -> BotResult:
