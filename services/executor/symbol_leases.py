@@ -4,8 +4,10 @@ In one-way mode an account holds one position per symbol. Two bots of one
 account on one symbol, served by two replicas, would otherwise both see "flat"
 and both enter. Before a cycle sends an order it takes a lease in MongoDB
 (``symbolleases``, ``_id`` = ``<connection>:<symbol>``), re-reads the position
-under it, and releases it when its orders are done; a replica that dies
-holding one loses it after ``ttl``. Cycles that only watch take no lease.
+under it, and releases it when its orders are done. The holder renews it while
+it works, so a short ``ttl`` suffices: a replica killed while holding one frees
+it within seconds, before the next tick needs it. Cycles that only watch take
+no lease.
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ from services.common.errors import Aborted
 log = logging.getLogger(__name__)
 
 COLLECTION = "symbolleases"
-LEASE_SECONDS = 120.0     # longer than any order-sending cycle, including its protected entry
+LEASE_SECONDS = 15.0      # how long a lease outlives a holder that stopped renewing it (a killed replica)
+RENEW_SECONDS = 5.0       # the holder renews this often while its orders are out
 POLL_SECONDS = 0.05
 
 
@@ -40,15 +43,29 @@ class SymbolLeases(Protocol):
 class _MongoLease:
     def __init__(self, leases: MongoSymbolLeases, key: str, holder: str) -> None:
         self._leases, self._key, self._holder = leases, key, holder
+        self._renewing = asyncio.get_running_loop().create_task(self._renew())
+
+    async def _renew(self) -> None:
+        while True:
+            await asyncio.sleep(self._leases.renew_seconds)
+            try:
+                await self._leases.collection.update_one(
+                    {"_id": self._key, "holder": self._holder},
+                    {"$set": {"until": datetime.now(UTC) + timedelta(seconds=self._leases.ttl_seconds)}})
+            except Exception as error:   # the lease may lapse; the next renewal tries again
+                log.warning("symbol lease renewal failed", extra={"lease": self._key, "error": type(error).__name__})
 
     async def release(self) -> None:
+        self._renewing.cancel()
         await self._leases.collection.delete_one({"_id": self._key, "holder": self._holder})
 
 
 class MongoSymbolLeases:
-    def __init__(self, db: AsyncDatabase, ttl_seconds: float = LEASE_SECONDS) -> None:
+    def __init__(self, db: AsyncDatabase, ttl_seconds: float = LEASE_SECONDS,
+                 renew_seconds: float = RENEW_SECONDS) -> None:
         self.collection = db[COLLECTION]
-        self._ttl = ttl_seconds
+        self.ttl_seconds = ttl_seconds
+        self.renew_seconds = renew_seconds
 
     async def ensure_index(self) -> None:
         try:   # expired leases would be taken over anyway; the index only keeps the collection small
@@ -65,7 +82,7 @@ class MongoSymbolLeases:
                 # Free (absent or expired) or already ours: take it. Held by another: the upsert collides.
                 await self.collection.update_one(
                     {"_id": key, "$or": [{"until": {"$lte": now}}, {"holder": holder}]},
-                    {"$set": {"holder": holder, "until": now + timedelta(seconds=self._ttl), "since": now}},
+                    {"$set": {"holder": holder, "until": now + timedelta(seconds=self.ttl_seconds), "since": now}},
                     upsert=True,
                 )
                 return _MongoLease(self, key, holder)
