@@ -4,14 +4,17 @@ Shapes follow https://developers.binance.com/docs/derivatives/usds-margined-futu
 ``GET /fapi/v1/klines`` (12-element arrays, numbers as strings),
 ``/fapi/v1/exchangeInfo`` (PRICE_FILTER, LOT_SIZE, MARKET_LOT_SIZE,
 MIN_NOTIONAL with ``notional``...), ``/fapi/v1/premiumIndex``,
-``/fapi/v1/time``, ``/fapi/v1/ping``; every answer carries
-``X-MBX-USED-WEIGHT-1M`` (weight counted per minute of the fake's clock,
-with a real 429 past the limit); errors are ``{"code": ..., "msg": ...}``
+``/fapi/v1/time``, ``/fapi/v1/ping``; every request is admitted by an
+``IpWeightPool`` (weight per minute of the fake's clock: 429 past the
+limit, 418 and a ban for a request sent during a 429) and every answer
+carries ``X-MBX-USED-WEIGHT-1M``; errors are ``{"code": ..., "msg": ...}``
 with Binance's codes (-1121 invalid symbol, -1120 invalid interval, -1003
 too many requests with ``Retry-After``).
 
 Prices come from the simulated feed (services.market.sources.simulated)
 evaluated at the fake's clock, so tests can move time without sleeping.
+``add_routes`` mounts the same routes on another app (``FakeBinanceExchange``
+shares one pool, feed and mark price between them and its trading routes).
 
 Tests program faults per path (``fail_next``) and read request counts per
 path (``count``). In-process (it runs in its own thread and loop):
@@ -28,7 +31,7 @@ import signal
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -36,11 +39,12 @@ from typing import Any
 from aiohttp import web
 
 from services.common.intervals import VALID_INTERVALS
-from services.market.sources.simulated import SimulatedMarketSource
 from services.market.sources.universe import SIMULATED_UNIVERSE
+from tests.fakes.binance_limits import WEIGHT_HEADER, IpWeightPool, fake_weight
+from tests.fakes.binance_limits import klines_weight as klines_weight
+from tests.fakes.simulated_feed import SimulatedFeed
 
-WEIGHT_HEADER = "X-MBX-USED-WEIGHT-1M"
-_PATH_WEIGHTS = {"/fapi/v1/exchangeInfo": 1, "/fapi/v1/time": 1, "/fapi/v1/ping": 1}
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 @dataclass
@@ -81,10 +85,6 @@ def ip_banned(ban_seconds: float, now: float | None = None) -> Fault:
 
 def server_error(status: int = 503) -> Fault:
     return Fault(status, {"code": -1001, "msg": "Internal error; unable to process your request. Please try again."})
-
-
-def klines_weight(limit: int) -> int:
-    return 1 if limit < 100 else 2 if limit < 500 else 5 if limit <= 1000 else 10
 
 
 def _exchange_symbol(symbol: str) -> dict[str, Any]:
@@ -156,19 +156,22 @@ class FakeBinanceMarket:
         latency_ms: float = 0.0,
         clock: Callable[[], float] = time.time,
         weight_limit_1m: int = 2400,
+        pool: IpWeightPool | None = None,
+        feed: SimulatedFeed | None = None,
+        mark_price: Callable[[str], Decimal] | None = None,
     ) -> None:
         self.host = host
         self.port = port
         self.latency_seconds = latency_ms / 1000
         self.clock = clock
         self.weight_limit_1m = weight_limit_1m
+        # Standalone, the pool and feed read ``self.clock`` at each use: tests may swap it.
+        self.pool = pool or IpWeightPool(weight_limit_1m, lambda: self.clock())
         self._lock = threading.Lock()
         self._counts: Counter[str] = Counter()
         self._faults: dict[str, deque[Fault]] = {}
-        self._weight_window = -1
-        self._weight_used = 0
-        self.other_clients_weight = 0  # weight other clients on the same IP spent this minute
-        self._simulated = SimulatedMarketSource(clock=clock)
+        self._feed = feed or SimulatedFeed(lambda: self.clock(), resolution_ms=1)
+        self._mark_price = mark_price or self._feed.mark_price
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._runner: web.AppRunner | None = None
@@ -181,6 +184,15 @@ class FakeBinanceMarket:
     def url(self) -> str:
         """The root to configure as BINANCE_FUTURES_URL (no /fapi suffix)."""
         return f"http://{self.host}:{self.port}"
+
+    @property
+    def other_clients_weight(self) -> int:
+        """Weight other clients on the same IP spent this minute (counted in the pool)."""
+        return self.pool.other_clients_weight
+
+    @other_clients_weight.setter
+    def other_clients_weight(self, weight: int) -> None:
+        self.pool.other_clients_weight = weight
 
     def count(self, path: str) -> int:
         with self._lock:
@@ -248,13 +260,17 @@ class FakeBinanceMarket:
         loop.run_forever()
         loop.close()
 
+    def add_routes(self, router: web.UrlDispatcher) -> None:
+        """Mount the market-data routes, each through the request pipeline (counts, faults, weight)."""
+        for path, handler in (("/fapi/v1/klines", self._klines), ("/fapi/v1/exchangeInfo", self._exchange_info),
+                              ("/fapi/v1/premiumIndex", self._premium_index), ("/fapi/v1/time", self._time),
+                              ("/fapi/v1/ping", self._ping)):
+            router.add_get(path, self._pipeline(handler))
+
     async def _startup(self) -> None:
-        app = web.Application(middlewares=[self._middleware])
-        app.router.add_get("/fapi/v1/klines", self._klines)
-        app.router.add_get("/fapi/v1/exchangeInfo", self._exchange_info)
-        app.router.add_get("/fapi/v1/premiumIndex", self._premium_index)
-        app.router.add_get("/fapi/v1/time", self._time)
-        app.router.add_get("/fapi/v1/ping", self._ping)
+        app = web.Application()
+        self.add_routes(app.router)
+        app.router.add_route("*", "/{tail:.*}", self._pipeline(self._no_route))   # weighed like any request
         # A short shutdown timeout: a test may stop the fake while a delayed answer is pending.
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await self._runner.setup()
@@ -268,24 +284,27 @@ class FakeBinanceMarket:
 
     # --- request pipeline ---------------------------------------------------------------------
 
-    @web.middleware
-    async def _middleware(self, request: web.Request, handler: Callable[[web.Request], Any]) -> web.StreamResponse:
-        path = request.path
-        with self._lock:
-            self._counts[path] += 1
-            queue = self._faults.get(path)
-            fault = queue.popleft() if queue else None
-        if self.latency_seconds:
-            await asyncio.sleep(self.latency_seconds)
-        if fault is not None:
-            return await self._fault_response(request, fault)
-        weight = self._weight_of(request)
-        used = self._spend_weight(weight) + self.other_clients_weight
-        if used > self.weight_limit_1m:
-            return self._error(too_many_requests(60 - self.clock() % 60), used)
-        response = await handler(request)
-        response.headers[WEIGHT_HEADER] = str(used)
-        return response
+    def _pipeline(self, handler: Handler) -> Handler:
+        async def serve(request: web.Request) -> web.StreamResponse:
+            path = request.path
+            with self._lock:
+                self._counts[path] += 1
+                queue = self._faults.get(path)
+                fault = queue.popleft() if queue else None
+            if self.latency_seconds:
+                await asyncio.sleep(self.latency_seconds)
+            if fault is not None:
+                return await self._fault_response(request, fault)
+            weight = self._weight_of(request)
+            admission = self.pool.admit(weight, path)
+            if not admission.admitted:
+                return web.json_response(admission.body, status=admission.status, headers=admission.headers())
+            self._spend_weight(weight)
+            response = await handler(request)
+            response.headers[WEIGHT_HEADER] = str(self.pool.used_1m())
+            return response
+
+        return serve
 
     async def _fault_response(self, request: web.Request, fault: Fault) -> web.StreamResponse:
         if fault.delay_seconds:
@@ -294,7 +313,7 @@ class FakeBinanceMarket:
             assert request.transport is not None
             request.transport.close()
             raise asyncio.CancelledError
-        return self._error(fault, self._weight_used)
+        return self._error(fault, self.pool.used_1m())
 
     def _error(self, fault: Fault, used: int) -> web.Response:
         headers = {WEIGHT_HEADER: str(used)}
@@ -304,22 +323,11 @@ class FakeBinanceMarket:
         return web.json_response(body, status=fault.status, headers=headers)
 
     def _weight_of(self, request: web.Request) -> int:
-        if request.path == "/fapi/v1/klines":
-            try:
-                return klines_weight(int(request.query.get("limit", "500")))
-            except ValueError:
-                return 1
-        if request.path == "/fapi/v1/premiumIndex":
-            return 1 if "symbol" in request.query else 10
-        return _PATH_WEIGHTS.get(request.path, 1)
+        return fake_weight(request.method, request.path, request.query)
 
     def _spend_weight(self, weight: int) -> int:
-        window = int(self.clock() // 60)
-        with self._lock:
-            if window != self._weight_window:
-                self._weight_window, self._weight_used = window, 0
-            self._weight_used += weight
-            return self._weight_used
+        """Called with the weight of every admitted request (a hook for counting subclasses); the minute's use."""
+        return self.pool.used_1m()
 
     @staticmethod
     def _bad_request(code: int, msg: str) -> web.Response:
@@ -342,10 +350,10 @@ class FakeBinanceMarket:
             return self._bad_request(-1100, "Illegal characters found in parameter 'limit'.")
         if not 1 <= limit <= 1500:
             return self._bad_request(-1130, "Data sent for paramter 'limit' is not valid.")
-        now_ms = int(self.clock() * 1000)
+        now_ms = self._feed.now_ms()
         end_time = request.query.get("endTime")
         at_ms = min(now_ms, int(end_time)) if end_time else now_ms
-        bars = self._simulated.bars(symbol, interval, limit, at_ms)
+        bars = self._feed.source.bars(symbol, interval, limit, at_ms)
         rows = []
         for bar in bars:
             quote_volume = (bar.volume * bar.close).quantize(Decimal("0.0001"))
@@ -387,12 +395,12 @@ class FakeBinanceMarket:
 
     def _premium(self, symbol: str) -> dict[str, Any]:
         now_ms = int(self.clock() * 1000)
-        bar = self._simulated.bars(symbol, "1m", 1, now_ms)[-1]
+        mark = format(self._mark_price(symbol), "f")
         return {
             "symbol": symbol,
-            "markPrice": format(bar.close, "f"),
-            "indexPrice": format(bar.close, "f"),
-            "estimatedSettlePrice": format(bar.close, "f"),
+            "markPrice": mark,
+            "indexPrice": mark,
+            "estimatedSettlePrice": mark,
             "lastFundingRate": "0.00010000",
             "interestRate": "0.00010000",
             "nextFundingTime": (now_ms // 28_800_000 + 1) * 28_800_000,
@@ -409,6 +417,10 @@ class FakeBinanceMarket:
 
     async def _time(self, request: web.Request) -> web.Response:
         return web.json_response({"serverTime": int(self.clock() * 1000)})
+
+    async def _no_route(self, request: web.Request) -> web.Response:
+        return web.json_response({"code": -1000, "msg": f"fake: no route {request.method} {request.path}"},
+                                 status=404)
 
     async def _ping(self, request: web.Request) -> web.Response:
         return web.json_response({})
