@@ -20,7 +20,7 @@ from services.common.decimals import format_decimal
 from services.common.errors import InvalidArgument, ResourceExhausted
 from services.market.sources.base import Bar
 from services.market.sources.binance import BinanceMarketSource, parse_klines
-from services.market.weight import klines_weight
+from services.common.binance_weights import klines_weight
 
 PAGE_LIMIT = 1500          # Binance's maximum for /fapi/v1/klines
 MAX_BUDGET_WAITS = 30      # a run that keeps hitting the budget this often gives up with a clear error

@@ -20,7 +20,7 @@ async def main(settings: MarketSettings, options: ServerOptions) -> None:
     service = build_service(settings)
     log.info(
         "market data source ready",
-        extra={"source": service.source.name, "weightBudget1m": settings.weight_budget_1m},
+        extra={"source": service.source.name, "weightBudget1m": settings.weight_budget_1m, "weightShare": settings.weight_budget_share},
     )
     await serve(
         "market",

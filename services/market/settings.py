@@ -19,7 +19,7 @@ class MarketSettings:
     futures_url: str = DEFAULT_FUTURES_URL
     spot_url: str = DEFAULT_SPOT_URL
     weight_limit_1m: int = 2400
-    weight_budget_share: float = 0.8
+    weight_budget_share: float = 0.15   # of the IP: the executor takes 0.8 (BINANCE_WEIGHT_SHARE)
     cache_max_entries: int = 2048
     cache_ttl_seconds: float = 60.0
     price_ttl_seconds: float = 2.0
@@ -29,7 +29,6 @@ class MarketSettings:
     retry_initial_backoff_seconds: float = 0.2
     retry_max_backoff_seconds: float = 2.0
     retry_max_total_seconds: float = 15.0
-    default_rate_limit_backoff_seconds: float = 60.0
     shutdown_grace_seconds: float = 10.0
 
     @property
@@ -46,7 +45,7 @@ class MarketSettings:
             futures_url=env_str("BINANCE_FUTURES_URL", DEFAULT_FUTURES_URL, env=env),
             spot_url=env_str("BINANCE_SPOT_URL", DEFAULT_SPOT_URL, env=env),
             weight_limit_1m=env_int("MARKET_WEIGHT_LIMIT_1M", 2400, minimum=1, env=env),
-            weight_budget_share=env_float("MARKET_WEIGHT_BUDGET_SHARE", 0.8, minimum=0.01, maximum=1.0, env=env),
+            weight_budget_share=env_float("MARKET_WEIGHT_BUDGET_SHARE", 0.15, minimum=0.01, maximum=1.0, env=env),
             cache_max_entries=env_int("MARKET_CACHE_MAX_ENTRIES", 2048, minimum=1, env=env),
             cache_ttl_seconds=env_float("MARKET_CACHE_TTL_SECONDS", 60.0, minimum=0.0, env=env),
             price_ttl_seconds=env_float("MARKET_PRICE_TTL_SECONDS", 2.0, minimum=0.0, env=env),
@@ -56,8 +55,5 @@ class MarketSettings:
             retry_initial_backoff_seconds=env_float("MARKET_RETRY_INITIAL_BACKOFF_SECONDS", 0.2, minimum=0.0, env=env),
             retry_max_backoff_seconds=env_float("MARKET_RETRY_MAX_BACKOFF_SECONDS", 2.0, minimum=0.0, env=env),
             retry_max_total_seconds=env_float("MARKET_RETRY_MAX_TOTAL_SECONDS", 15.0, minimum=0.1, env=env),
-            default_rate_limit_backoff_seconds=env_float(
-                "MARKET_RATE_LIMIT_BACKOFF_SECONDS", 60.0, minimum=1.0, env=env
-            ),
             shutdown_grace_seconds=env_float("MARKET_SHUTDOWN_GRACE_SECONDS", 10.0, minimum=0.0, env=env),
         )

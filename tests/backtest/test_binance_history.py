@@ -38,9 +38,9 @@ def fake(clock: Clock) -> Iterator[FakeBinanceMarket]:
 
 async def test_pages_of_1500_within_a_small_weight_budget_give_every_closed_candle(
         fake: FakeBinanceMarket, clock: Clock) -> None:
-    # Budget 20 weight a minute: two 1500-candle pages (weight 10 each), then the pager must wait.
+    # 20 weight a minute (95 % of a 22 limit): two 1500-candle pages (weight 10 each), then the pager must wait.
     settings = dataclasses.replace(MarketSettings(), data_source="binance", futures_url=fake.url,
-                                   weight_limit_1m=20, weight_budget_share=1.0, retry_attempts=1,
+                                   weight_limit_1m=22, weight_budget_share=1.0, retry_attempts=1,
                                    upstream_timeout_seconds=5.0)
     source = BinanceMarketSource.from_settings(settings, clock=clock)
     waits: list[float] = []

@@ -118,14 +118,14 @@ async def test_weight_budget_refuses_before_it_is_crossed(make_market):
 
 
 async def test_used_weight_header_is_taken_as_the_truth(market: MarketHarness):
-    market.fake.other_clients_weight = 1914  # other processes on this IP spent most of the minute
+    market.fake.other_clients_weight = 2275  # other processes on this IP spent most of the minute
     await market.stub.GetCandles(candles_request(limit=50))  # exchangeInfo 1 + klines 1
     stats = await market.stub.GetStats(market_pb2.GetStatsRequest())
-    assert stats.weight_used_1m == 1916 and stats.weight_limit_1m == 1920
+    assert stats.weight_used_1m == 2277 and stats.weight_limit_1m == 360   # this process's share: 15 %
 
-    # limit=500 fetches 501 klines, weight 5: 1916 + 5 would cross 1920.
+    # limit=500 fetches 501 klines, weight 5: 2277 + 5 would cross 95 % of the IP's 2,400 (2,280).
     error = await expect_error(market.stub.GetCandles(candles_request(limit=500)), grpc.StatusCode.RESOURCE_EXHAUSTED)
-    assert "1916 of 1920" in error.details()
+    assert "2277 of 2280 on the IP" in error.details()
     assert market.fake.count(KLINES) == 1
     await market.stub.GetCandles(candles_request(limit=60))  # weight 1 still fits
     assert market.fake.count(KLINES) == 2

@@ -1,4 +1,4 @@
-"""Unit behaviour of the building blocks: single-flight cache, weight budget, 429/418 stop, intervals, settings."""
+"""Unit behaviour of the building blocks: single-flight cache, kline weights, intervals, settings."""
 
 from __future__ import annotations
 
@@ -9,11 +9,10 @@ import pytest
 
 from services.common.errors import InvalidArgument, ResourceExhausted, Unavailable
 from services.common.settings import SettingsError
-from services.market.backoff import RateLimitBackoff, retry_after_seconds
 from services.market.cache import Loaded, SingleFlightCache
 from services.common.intervals import close_time_of, open_time_containing, validate_interval
 from services.market.settings import MarketSettings
-from services.market.weight import WeightBudget, klines_weight
+from services.common.binance_weights import klines_weight
 from tests.market.conftest import FakeClock
 
 
@@ -89,46 +88,6 @@ def test_klines_weight_follows_binance_table(limit: int, weight: int):
     assert klines_weight(limit) == weight
 
 
-def test_weight_budget_refuses_with_seconds_until_the_minute_rolls_over():
-    clock = FakeClock(datetime(2026, 1, 1, 0, 0, 45, tzinfo=UTC).timestamp())
-    budget = WeightBudget(10, clock)
-    budget.reserve(5, "a")
-    budget.reserve(5, "b")
-    with pytest.raises(ResourceExhausted) as refused:
-        budget.reserve(1, "c")
-    assert refused.value.retry_after == pytest.approx(15)
-    budget.observe({"X-MBX-USED-WEIGHT-1M": "3"})  # lower than counted: ours stays
-    assert budget.used() == 10
-    clock.advance(15)
-    assert budget.used() == 0
-    budget.observe({"X-MBX-USED-WEIGHT-1M": "8"})  # higher than counted: the exchange is right
-    with pytest.raises(ResourceExhausted):
-        budget.reserve(3, "d")
-    budget.reserve(2, "e")
-
-
-def test_retry_after_comes_from_header_then_ban_message_then_default():
-    now = 1_700_000_000.0
-    assert retry_after_seconds(429, {"RETRY-AFTER": "17"}, "", 60, now) == 17
-    banned = f"Way too many requests; IP(1.2.3.4) banned until {int((now + 300) * 1000)}."
-    assert retry_after_seconds(418, {}, banned, 60, now) == pytest.approx(300)
-    assert retry_after_seconds(429, {}, "Too many requests", 60, now) == 60
-
-
-def test_backoff_blocks_until_its_instant_and_keeps_the_longest_pause():
-    clock = FakeClock(0.0)
-    backoff = RateLimitBackoff(clock)
-    backoff.check()
-    backoff.pause(120, "HTTP 418")
-    backoff.pause(10, "HTTP 429")  # a shorter pause does not shorten a ban
-    clock.advance(100)
-    with pytest.raises(ResourceExhausted) as refused:
-        backoff.check()
-    assert refused.value.retry_after == pytest.approx(20) and "418" in refused.value.message
-    clock.advance(20)
-    backoff.check()
-
-
 def test_intervals_align_like_binance():
     moment = int(datetime(2026, 11, 25, 12, 2, 30, tzinfo=UTC).timestamp() * 1000)
     assert open_time_containing("5m", moment) == int(datetime(2026, 11, 25, 12, 0, tzinfo=UTC).timestamp() * 1000)
@@ -158,7 +117,7 @@ def test_settings_read_every_variable_and_reject_bad_values():
     assert settings.retry_attempts == 4
     defaults = MarketSettings.from_env({})
     assert (defaults.grpc_host, defaults.grpc_port, defaults.data_source) == ("127.0.0.1", 50051, "simulated")
-    assert defaults.futures_url == "https://fapi.binance.com" and defaults.weight_budget_1m == 1920
+    assert defaults.futures_url == "https://fapi.binance.com" and defaults.weight_budget_1m == 360
     with pytest.raises(SettingsError, match="MARKET_DATA_SOURCE"):
         MarketSettings.from_env({"MARKET_DATA_SOURCE": "coinbase"})
     with pytest.raises(SettingsError, match="MARKET_WEIGHT_BUDGET_SHARE"):

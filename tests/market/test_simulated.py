@@ -133,7 +133,7 @@ async def test_grpc_answers_closed_candles_and_a_price_matching_the_open_candle(
     filters = await simulated_stub.GetSymbolFilters(market_pb2.GetSymbolFiltersRequest(symbol="ETHUSDT"))
     assert (filters.tick_size, filters.step_size, filters.min_notional) == ("0.01", "0.001", "20")
     stats = await simulated_stub.GetStats(market_pb2.GetStatsRequest())
-    assert stats.source == "simulated" and stats.cache_misses == 1 and stats.weight_limit_1m == 1920
+    assert stats.source == "simulated" and stats.cache_misses == 1 and stats.weight_limit_1m == 360
 
 
 async def test_simulated_unknown_symbol_is_invalid_argument(simulated_stub):

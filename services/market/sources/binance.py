@@ -2,8 +2,8 @@
 
 The adapter for one outside system: the client is built in one place
 (``services.common.binance_client.ConfiguredAsyncClient``, every URL from
-configuration), every request passes the 429/418 stop and the weight budget
-first, transient failures (timeouts, connection errors, 5xx) are retried with
+configuration), every request passes the process's weight governor first
+(its share of the IP's weight, nothing sent during a 429 or 418), transient failures (timeouts, connection errors, 5xx) are retried with
 exponential backoff and jitter inside the caller's deadline, and vendor
 exceptions leave this module only as ``services.common.errors`` types.
 """
@@ -13,7 +13,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from decimal import Decimal, InvalidOperation
 from typing import Any, TypeVar
 
@@ -24,16 +25,11 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, sto
 from services.common import metrics
 from services.common.binance_client import ConfiguredAsyncClient
 from services.common.errors import DeadlineExceeded, InvalidArgument, ResourceExhausted, TradebotError, Unavailable
-from services.market.backoff import RateLimitBackoff, retry_after_seconds
 from services.market.cache import Loaded, SingleFlightCache
 from services.market.settings import MarketSettings
 from services.market.sources.base import Bar, PriceQuote, TradingRules, UpstreamStats
-from services.market.weight import (
-    EXCHANGE_INFO_WEIGHT,
-    MARK_PRICE_WEIGHT_ONE_SYMBOL,
-    WeightBudget,
-    klines_weight,
-)
+from services.common.binance_weights import EXCHANGE_INFO_WEIGHT, MARK_PRICE_WEIGHT_ONE_SYMBOL, klines_weight
+from services.common.weight_governor import GovernorSettings, WeightGovernor
 
 log = logging.getLogger(__name__)
 
@@ -60,8 +56,6 @@ class BinanceMarketSource:
         self._settings = settings
         self._clock = clock
         self._sleep = sleep
-        self.weight = WeightBudget(settings.weight_budget_1m, clock)
-        self.backoff = RateLimitBackoff(clock)
         self._requests = 0
         self._rules_cache: SingleFlightCache[dict[str, TradingRules]] = SingleFlightCache(1, clock)
         self._last_rules: dict[str, TradingRules] | None = None
@@ -73,6 +67,8 @@ class BinanceMarketSource:
                 futures_url=settings.futures_url,
                 spot_url=settings.spot_url,
                 request_timeout=settings.upstream_timeout_seconds,
+                governor_settings=governor_settings(settings),
+                clock=clock,   # the minute the governor counts in is the one this source lives in
             )
 
         return cls(build, settings, clock)
@@ -115,12 +111,17 @@ class BinanceMarketSource:
     async def ensure_known_symbol(self, symbol: str, deadline: float | None) -> None:
         await self.trading_rules(symbol, deadline)
 
+    @property
+    def governor(self) -> WeightGovernor:
+        return self._get_client().governor
+
     def stats(self) -> UpstreamStats:
+        governor = self.governor
         return UpstreamStats(
             upstream_requests=self._requests,
-            weight_used_1m=self.weight.used(),
-            weight_limit_1m=self.weight.budget,
-            backoff_seconds_left=self.backoff.seconds_left(),
+            weight_used_1m=governor.ip_used(),
+            weight_limit_1m=governor.settings.process_cap,
+            backoff_seconds_left=governor.pause_left(),
         )
 
     async def close(self) -> None:
@@ -157,7 +158,6 @@ class BinanceMarketSource:
         send: Callable[[ConfiguredAsyncClient], Awaitable[Result]],
         deadline: float | None,
     ) -> Result:
-        self.backoff.check()
         limit = time.monotonic() + self._settings.retry_max_total_seconds
         until = limit if deadline is None else min(deadline, limit)
 
@@ -196,21 +196,18 @@ class BinanceMarketSource:
         until: float,
         deadline: float | None,
     ) -> Result:
-        self.backoff.check()  # another call may have been told 429 while this one waited
         remaining = until - time.monotonic()
         if remaining <= 0:
             raise DeadlineExceeded(f"no time left for Binance {what}")
-        self.weight.reserve(weight, what)
         client = self._get_client()
         self._requests += 1
         try:
+            # The governor (inside the client) reserves the weight or refuses at once (RESOURCE_EXHAUSTED).
             async with asyncio.timeout(min(self._settings.upstream_timeout_seconds, remaining)):
                 result = await send(client)
         except BinanceAPIException as error:
             metrics.UPSTREAM_REQUESTS_TOTAL.labels(upstream=_UPSTREAM, code=str(error.status_code)).inc()
-            headers = _headers_of(error.response)
-            self.weight.observe(headers)
-            raise self._translate_api_error(what, error, headers) from None
+            raise self._translate_api_error(what, error) from None
         except TimeoutError:
             metrics.UPSTREAM_REQUESTS_TOTAL.labels(upstream=_UPSTREAM, code="error").inc()
             if deadline is not None and time.monotonic() >= deadline:
@@ -223,19 +220,14 @@ class BinanceMarketSource:
             metrics.UPSTREAM_REQUESTS_TOTAL.labels(upstream=_UPSTREAM, code="error").inc()
             raise Unavailable(f"Binance {what} answered with an unreadable body") from None
         metrics.UPSTREAM_REQUESTS_TOTAL.labels(upstream=_UPSTREAM, code="200").inc()
-        self.weight.observe(client.last_response_headers())
         return result
 
-    def _translate_api_error(self, what: str, error: BinanceAPIException, headers: Mapping[str, str]) -> TradebotError:
+    def _translate_api_error(self, what: str, error: BinanceAPIException) -> TradebotError:
         status = int(error.status_code)
         message = str(error.message or "")
         if status in (429, 418):
-            metrics.RATE_LIMIT_EVENTS_TOTAL.labels(status=str(status)).inc()
-            wait = retry_after_seconds(
-                status, headers, message, self._settings.default_rate_limit_backoff_seconds, self._clock()
-            )
+            wait = self.governor.pause_left()   # the governor took the pause from the answer
             reason = "HTTP 418 (IP banned)" if status == 418 else "HTTP 429 (rate limited)"
-            self.backoff.pause(wait, reason)
             return ResourceExhausted(
                 f"Binance {reason} on {what} (code {error.code}); upstream paused for {wait:.1f}s", retry_after=wait
             )
@@ -246,6 +238,14 @@ class BinanceMarketSource:
         return InvalidArgument(f"Binance rejected {what}: HTTP {status}, code {error.code}: {message}")
 
 
+def governor_settings(settings: MarketSettings) -> GovernorSettings:
+    """The market service's share of the IP's weight (``MARKET_WEIGHT_*``; the executor takes most of the rest)."""
+    # max_wait_s 0: the market answers RESOURCE_EXHAUSTED with the seconds to wait at once and never holds a
+    # caller (the gateway's tick, an executor's cycle) for a minute; they decide whether to wait.
+    return replace(GovernorSettings.from_env(settings.weight_budget_share), limit_1m=settings.weight_limit_1m,
+                   share=settings.weight_budget_share, max_wait_s=0.0)
+
+
 # --- parsing Binance's answers ------------------------------------------------------------------
 
 
@@ -254,11 +254,6 @@ def _decimal(value: Any) -> Decimal:
     if not number.is_finite():
         raise ValueError(f"not a finite number: {value!r}")
     return number
-
-
-def _headers_of(response: Any) -> dict[str, str]:
-    headers = getattr(response, "headers", None) or {}
-    return {str(key).upper(): str(value) for key, value in headers.items()}
 
 
 def parse_klines(rows: Any) -> list[Bar]:
