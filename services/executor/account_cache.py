@@ -99,7 +99,7 @@ class AccountCache:
         self._ttl = ttl_seconds
         self._connections: SingleFlight[ExchangeConnection] = SingleFlight(ttl_seconds)
         self._accounts: SingleFlight[AccountSnapshot] = SingleFlight(ttl_seconds)
-        self._daily_pnl: SingleFlight[dict[str, Decimal]] = SingleFlight(ttl_seconds)
+        self._daily_pnl: SingleFlight[dict[str, Decimal] | None] = SingleFlight(ttl_seconds)
         self._positions: SingleFlight[dict[str, ExchangePosition]] = SingleFlight(ttl_seconds)
         self._changed: dict[_Key, tuple[float, set[str]]] = {}
         self._next_changed_sweep = 0.0
@@ -149,25 +149,27 @@ class AccountCache:
         tick_id: str,
         symbol: str,
         since_ms: int,
-        read_all: Callable[[int], Awaitable[dict[str, Decimal]]],
+        read_all: Callable[[int], Awaitable[dict[str, Decimal] | None]],
         read_one: Callable[[str, int], Awaitable[Decimal]],
     ) -> Decimal:
         """The symbol's realised PnL since ``since_ms``: from the account's per-tick snapshot, or
-        read alone once the symbol changed this tick (a trade of it may have closed since)."""
+        read alone once the symbol changed this tick (a trade of it may have closed since), or when
+        the broker has no account-wide read (``read_all`` answers None: the live broker keeps it per symbol)."""
         return await self._snapshot_or_alone(
             (connection_id, tick_id), symbol,
             lambda: self._daily_pnl.get((connection_id, f"{tick_id}@{since_ms}"), lambda: read_all(since_ms)),
             lambda: read_one(symbol, since_ms), Decimal(0),
         )
 
-    async def _snapshot_or_alone(self, key: _Key, symbol: str, snapshot: Callable[[], Awaitable[dict[str, V]]],
+    async def _snapshot_or_alone(self, key: _Key, symbol: str,
+                                 snapshot: Callable[[], Awaitable[dict[str, V] | None]],
                                  alone: Callable[[], Awaitable[V]], absent: V) -> V:
         """The freshness rule above: a changed symbol is read alone, also if it changed while the
         account's snapshot was being read; otherwise the snapshot's value (``absent`` if it has none)."""
         if self._is_changed(key, symbol):
             return await alone()
         values = await snapshot()
-        if self._is_changed(key, symbol):
+        if values is None or self._is_changed(key, symbol):
             return await alone()
         return values.get(symbol, absent)
 

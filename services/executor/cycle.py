@@ -39,7 +39,7 @@ import re
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -47,7 +47,8 @@ from typing import Any
 from tradebot.v1 import common_pb2, executor_pb2
 
 from services.common.decimals import parse_decimal
-from services.common.errors import FailedPrecondition, InvalidArgument, TradebotError
+from services.common.errors import FailedPrecondition, InvalidArgument, ResourceExhausted, TradebotError
+from services.common.weight_governor import deadline_var, waiting_at_most
 from services.executor.account_cache import AccountCache
 from services.executor.bot_config import BotSettings
 from services.executor.brokers.base import (
@@ -73,6 +74,7 @@ from services.executor.convert import (
     side_from_proto,
     side_to_proto,
 )
+from services.executor.entry_intents import EntryIntents, MemoryEntryIntents
 from services.executor.late_results import LateResults
 from services.executor.market_inputs import MarketInputs
 from services.executor.safety import PositionSizeRule, SafetyContext, Trip, first_trip
@@ -83,9 +85,31 @@ log = logging.getLogger(__name__)
 
 _ACTION_SIDE: dict[int, PositionSide] = {common_pb2.ACTION_BUY: "LONG", common_pb2.ACTION_SELL: "SHORT"}
 
+
+def _at_mark(position: ExchangePosition, mark: Decimal) -> ExchangePosition:
+    """The position valued at the mark price this cycle acts on (the market service's premiumIndex). A position
+    kept from the user-data stream carries the mark of its last ACCOUNT_UPDATE, and Binance pushes none for a
+    price move: the safety rules must judge today's loss at today's price."""
+    sign = 1 if position.side == "LONG" else -1
+    return replace(position, mark_price=mark, unrealized_pnl=(mark - position.entry_price) * position.quantity * sign)
+
+
+def _would_enter(cycle: _Cycle) -> bool:
+    """Whether a flat bot's signal asks for an entry (BUY or SELL above its confidence threshold)."""
+    signal = cycle.input.signal
+    return (signal is not None and signal.action in _ACTION_SIDE
+            and signal.confidence > cycle.settings.confidence_threshold)
+
 # A protected entry (fresh read, leftovers cancelled, entry, stop, target) gets this long, whatever its caller's
 # deadline; beyond it the next tick's audit takes over.
 ENTRY_PROTECTION_SECONDS = 60.0
+ENTRY_WEIGHT_WAIT_SECONDS = 2.0   # an entry waits this long for exchange weight, then waits for a later tick
+
+
+async def _beyond_the_caller(work: Coroutine[Any, Any, None], seconds: float) -> None:
+    """A protected entry outlives its caller: its requests may wait for weight until its own end."""
+    deadline_var.set(time.monotonic() + seconds)
+    await work
 LEASE_WAIT_SECONDS = 20.0        # at most this long for another cycle's orders on the same (account, symbol)
 
 
@@ -171,6 +195,7 @@ class _Cycle:
     closed: list[ClosedTradeRecord] = field(default_factory=list)
     lease: Lease | None = None     # the (account, symbol) lease while this cycle sends orders
     lease_depth: int = 0
+    entry_deferred: str = ""       # why an entry must wait for a later tick (the exchange's budget is spent)
 
     @property
     def settings(self) -> BotSettings:
@@ -216,7 +241,8 @@ class CycleRunner:
                  clock: Callable[[], int] = _now_ms,
                  on_connection: Callable[[ExchangeConnection], None] | None = None,
                  leases: SymbolLeases | None = None, late_results: LateResults | None = None,
-                 entry_protection_seconds: float = ENTRY_PROTECTION_SECONDS) -> None:
+                 entry_protection_seconds: float = ENTRY_PROTECTION_SECONDS,
+                 intents: EntryIntents | None = None) -> None:
         self._connections = connections
         self._brokers = brokers
         self._accounts = accounts
@@ -225,6 +251,7 @@ class CycleRunner:
         self._leases: SymbolLeases = leases or ProcessSymbolLeases()
         self._late = late_results
         self._entry_protection_seconds = entry_protection_seconds
+        self._intents: EntryIntents = intents or MemoryEntryIntents()
         self._owned: set[asyncio.Task[Any]] = set()   # protected entries and late writes, outliving their callers
 
     async def run(self, cycle_input: CycleInput) -> executor_pb2.RunCycleResponse:
@@ -271,15 +298,29 @@ class CycleRunner:
             if await broker.observe(MarketView(symbol, cycle_input.market.price, candles)):
                 self._accounts.mark_changed(connection_id, tick_id, symbol)
                 position = await broker.position(symbol)
+        if position is not None:
+            position = _at_mark(position, cycle_input.market.price)
 
         cycle = _Cycle(cycle_input, connection_id, broker, account)
         cycle.response.reference_price = dec(cycle_input.market.price)
         await self._reconcile(cycle, position)
+        daily: Decimal | None = None
         try:
-            daily: Decimal | None = await self._accounts.daily_pnl(
-                connection_id, tick_id, symbol, utc_midnight_ms(self._clock()),
-                broker.realized_pnl_by_symbol_since, broker.realized_pnl_since,
-            )
+            # Flat, not about to enter and nothing closed just now: today's PnL decides nothing, so it is not
+            # read (on Binance it costs weight; the response then reports it unknown, never 0).
+            if position is not None or cycle.closed or _would_enter(cycle):
+                daily = await self._accounts.daily_pnl(
+                    connection_id, tick_id, symbol, utc_midnight_ms(self._clock()),
+                    broker.realized_pnl_by_symbol_since, broker.realized_pnl_since,
+                )
+        except ResourceExhausted as error:
+            if position is None:   # the exchange's weight budget is spent: this entry waits for a later tick
+                cycle.entry_deferred = (f"entry deferred: today's realised PnL of {symbol} is not read yet "
+                                        f"({error.message})")
+            else:
+                cycle.note("ERROR", "ERROR", "DAILY_PNL_UNKNOWN",
+                           f"today's realised PnL of {symbol} could not be read ({error.message}); no new entry, "
+                           "the open position is still audited and protected")
         except TradebotError as error:
             if position is None:
                 raise   # nothing to protect, and no entry without today's PnL
@@ -530,8 +571,14 @@ class CycleRunner:
                 f"no position; {action} confidence {signal.confidence:g} is not above the threshold {threshold:g}: no order"
             )
             return
+        if cycle.entry_deferred:
+            cycle.response.decision = f"{action} signal ({signal.confidence:g}): {cycle.entry_deferred}"
+            return
         entry_id = cycle.client_id(OrderPurpose.ENTRY)
-        earlier = await cycle.broker.find_entry(cycle.symbol, entry_id)
+        earlier = None
+        if await self._intents.exists(entry_id):   # an earlier attempt got as far as sending: ask the exchange
+            with waiting_at_most(ENTRY_WEIGHT_WAIT_SECONDS):
+                earlier = await cycle.broker.find_entry(cycle.symbol, entry_id)
         if earlier is not None:
             cycle.response.decision = f"the entry of this tick ({entry_id}) was already placed; not repeated"
             return
@@ -550,7 +597,8 @@ class CycleRunner:
         await self._owned_by_server(cycle, self._enter_under_lease(cycle, side, size, action, rules))
 
     async def _owned_by_server(self, cycle: _Cycle, work: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.ensure_future(asyncio.wait_for(work, self._entry_protection_seconds))
+        task = asyncio.ensure_future(asyncio.wait_for(_beyond_the_caller(work, self._entry_protection_seconds),
+                                                      self._entry_protection_seconds))
         self._own(task)
         try:
             await asyncio.shield(task)
@@ -598,13 +646,24 @@ class CycleRunner:
         order = cycle.response.order
         order.client_order_id, order.side, order.quantity = entry_id, side_to_proto(side), dec(size.quantity)
         try:
-            await cycle.broker.prepare_symbol(cycle.symbol, cycle.settings.leverage, cycle.settings.margin_type)
+            with waiting_at_most(ENTRY_WEIGHT_WAIT_SECONDS):   # before the order: deferring costs nothing
+                await cycle.broker.prepare_symbol(cycle.symbol, cycle.settings.leverage, cycle.settings.margin_type)
             self._changing(cycle)
-            fill = await cycle.broker.open_position(EntryOrder(cycle.symbol, side, size.quantity, entry_id, cycle.price))
+            first = await self._intents.record(entry_id, cycle.input.bot_instance_id)   # before anything is sent
+            fill = await cycle.broker.open_position(EntryOrder(cycle.symbol, side, size.quantity, entry_id, cycle.price,
+                                                               first_attempt=first))
         except TradebotError as error:
             # An unknown outcome (timeout, 503) may still have filled: look before calling it a failure,
             # so a filled entry is protected now rather than at the next tick's audit.
-            found = await _find_entry_or_none(cycle, entry_id) if error.retryable else None
+            # A rate limit (429/418, or our own governor) is a refusal: nothing was executed, so no look-up.
+            unknown = error.retryable and not isinstance(error, ResourceExhausted)
+            found = await _find_entry_or_none(cycle, entry_id) if unknown else None
+            if found is None and isinstance(error, ResourceExhausted):
+                cycle.note("SYSTEM", "WARNING", "ENTRY_DEFERRED",
+                           f"{side} entry on {cycle.symbol} deferred, nothing sent: {error.message}",
+                           {"clientOrderId": entry_id, "retryAfterSeconds": f"{error.retry_after:.1f}"})
+                cycle.response.decision = f"{action} entry deferred to a later tick: {error.message}"
+                return
             if found is None:
                 cycle.note("ERROR", "ERROR", "ORDER_FAILED", f"{side} entry on {cycle.symbol} rejected: {error.message}",
                            {"clientOrderId": entry_id, "quantity": dec(size.quantity), "price": dec(cycle.price)})

@@ -27,6 +27,8 @@ from services.executor.metrics_hooks import cycle_mode, note_connection_mode, re
 from services.executor.settings import ExecutorSettings
 from services.executor.late_results import LateResults
 from services.executor.stored_bots import StoredBotReader
+from services.common.weight_governor import caller_deadline
+from services.executor.entry_intents import MongoEntryIntents
 from services.executor.symbol_leases import MongoSymbolLeases
 
 SERVICE_NAME = "tradebot.v1.Executor"
@@ -43,8 +45,9 @@ class ExecutorServicer(executor_pb2_grpc.ExecutorServicer):
     async def RunCycle(  # noqa: N802 (gRPC method name)
         self, request: executor_pb2.RunCycleRequest, context: grpc.aio.ServicerContext
     ) -> executor_pb2.RunCycleResponse:
-        with _database_errors_as_unavailable(), cycle_mode() as mode:
-            cycle_input = await self._requests.resolve(request, deadline_from(context.time_remaining()))
+        deadline = deadline_from(context.time_remaining())
+        with _database_errors_as_unavailable(), cycle_mode() as mode, caller_deadline(deadline):
+            cycle_input = await self._requests.resolve(request, deadline)
             response = await self._runner.run(cycle_input)
             record_cycle(response, mode.mode)
             return response
@@ -85,7 +88,7 @@ class ExecutorApp:
         self.leases = MongoSymbolLeases(db)
         self.runner = CycleRunner(ConnectionRepository(db), self.brokers, AccountCache(),
                                   on_connection=note_connection_mode, leases=self.leases,
-                                  late_results=LateResults(db))
+                                  late_results=LateResults(db), intents=MongoEntryIntents(db))
         # The market service is the executor's source of prices and filters (tests may hand in their own).
         self._market_channel = None if market is not None else make_channel(settings.market_addr)
         if market is None:

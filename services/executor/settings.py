@@ -7,9 +7,12 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 
 from services.common.binance_client import DEFAULT_FUTURES_TESTNET_URL, DEFAULT_FUTURES_URL, DEFAULT_SPOT_URL
-from services.common.settings import SettingsError, env_int, env_mongodb_uri, env_str
+from services.common.settings import SettingsError, env_bool, env_int, env_mongodb_uri, env_optional, env_str
 from services.common.tls import client_tls_from_env, require_secure_targets
 from services.executor.credentials import parse_credentials_keys
+
+DEFAULT_FUTURES_WS_URL = "wss://fstream.binance.com"
+DEFAULT_FUTURES_TESTNET_WS_URL = "wss://fstream.binancefuture.com"
 
 
 @dataclass(frozen=True)
@@ -25,6 +28,14 @@ class ExecutorSettings:
     paper_initial_balance: Decimal
     paper_taker_fee: Decimal
     market_addr: str = "127.0.0.1:50051"   # the market service: prices and filters the executor sizes with
+    # User-data streams (account state without per-tick REST reads); roots without a path.
+    binance_futures_ws_url: str = DEFAULT_FUTURES_WS_URL
+    binance_futures_testnet_ws_url: str = DEFAULT_FUTURES_TESTNET_WS_URL
+    user_streams: bool = True
+
+    def ws_url_for(self, futures_url: str) -> str:
+        return (self.binance_futures_ws_url if futures_url == self.binance_futures_url
+                else self.binance_futures_testnet_ws_url)
 
     def __repr__(self) -> str:  # never print the keys or a URI that may carry a password
         return f"ExecutorSettings(grpc={self.grpc_host}:{self.grpc_port}, db={self.mongodb_db})"
@@ -47,7 +58,24 @@ class ExecutorSettings:
             paper_initial_balance=_env_decimal("PAPER_INITIAL_BALANCE", "10000", env),
             paper_taker_fee=_env_decimal("PAPER_TAKER_FEE", "0.0005", env, allow_zero=True),
             market_addr=market_addr,
+            binance_futures_ws_url=_ws_root("BINANCE_FUTURES_WS_URL", "BINANCE_FUTURES_URL", DEFAULT_FUTURES_URL,
+                                            DEFAULT_FUTURES_WS_URL, env),
+            binance_futures_testnet_ws_url=_ws_root("BINANCE_FUTURES_TESTNET_WS_URL", "BINANCE_FUTURES_TESTNET_URL",
+                                                    DEFAULT_FUTURES_TESTNET_URL, DEFAULT_FUTURES_TESTNET_WS_URL, env),
+            user_streams=env_bool("BINANCE_USER_STREAMS", True, env=env),
         )
+
+
+def _ws_root(name: str, rest_name: str, rest_default: str, ws_default: str, env: Mapping[str, str] | None) -> str:
+    """The stream root: as configured; else Binance's own for Binance's REST root; else the REST root's host
+    over ws(s), which is how a local or test exchange serves both."""
+    configured = env_optional(name, env=env)
+    if configured:
+        return configured.rstrip("/")
+    rest = env_str(rest_name, rest_default, env=env).rstrip("/")
+    if rest == rest_default:
+        return ws_default
+    return "ws" + rest.removeprefix("http") if rest.startswith("http") else rest
 
 
 def _env_decimal(name: str, default: str, env: Mapping[str, str] | None, *, allow_zero: bool = False) -> Decimal:

@@ -110,13 +110,19 @@ async def paper_connection(db: AsyncDatabase, fernet_key: str) -> tuple[str, str
 
 
 @pytest.fixture
-async def live_stub(fake, mongo_uri, mongo_db_name, fernet_key, db) -> AsyncIterator[CycleClient]:
+def user_streams() -> bool:
+    """Live accounts kept from user-data streams (production); a module overrides this to test the REST path."""
+    return True
+
+
+@pytest.fixture
+async def live_stub(fake, mongo_uri, mongo_db_name, fernet_key, db, user_streams) -> AsyncIterator[CycleClient]:
     """A real executor whose testnet connections reach ``fake``: each live test module defines its own
     ``fake`` (a FakeBinanceFutures with the symbols it needs), and pytest hands that one in here."""
     settings = ExecutorSettings.from_env({
         "MONGODB_URI": mongo_uri, "MONGODB_DB": mongo_db_name, "CREDENTIALS_KEYS": fernet_key,
         "BINANCE_FUTURES_TESTNET_URL": fake.url, "BINANCE_FUTURES_URL": "http://127.0.0.1:9",
-        "BINANCE_SPOT_URL": fake.url,
+        "BINANCE_SPOT_URL": fake.url, "BINANCE_USER_STREAMS": "true" if user_streams else "false",
     })
     market = FakeMarket()
     app = ExecutorApp(settings, market=market)

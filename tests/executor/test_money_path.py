@@ -18,7 +18,7 @@ from cryptography.fernet import Fernet
 from tradebot.v1 import common_pb2, executor_pb2
 
 from services.executor.admin import store_connection_async
-from services.executor.brokers.binance_account import INCOME_HARD_MAX_S, ip_weight, shared_state
+from services.executor.binance.account import shared_state
 from tests.executor.builders import config, request
 from tests.executor.conftest import CycleClient
 from tests.fakes.binance_futures import FakeBinanceFutures
@@ -32,12 +32,16 @@ def api_secret() -> str:
     return f"money-path-secret-{uuid.uuid4().hex}"
 
 
+@pytest.fixture(params=[True, False], ids=["stream", "rest"])
+def user_streams(request: pytest.FixtureRequest) -> bool:
+    """Every invariant holds both with the account kept from its user-data stream and over REST alone."""
+    return bool(request.param)
+
+
 @pytest.fixture
 async def fake(api_secret: str) -> AsyncIterator[FakeBinanceFutures]:
-    ip_weight().reset()
     async with FakeBinanceFutures(api_key=API_KEY, api_secret=api_secret) as server:
         yield server
-    ip_weight().reset()
 
 
 @pytest.fixture
@@ -119,7 +123,7 @@ async def test_a_size_trip_still_audits_the_stop(live_stub: CycleClient, fake: F
     first = await opened(live_stub, live_user)
     fake.manual_order("BTCUSDT", "BUY", Decimal("0.5"))   # grown by hand far beyond the bot's share
     for stop in open_stops(fake):
-        stop["algoStatus"] = "CANCELED"                    # and its stop cancelled by hand
+        fake.cancel_algo_by_hand(stop)                     # and its stop cancelled by hand
     tripped = await live_stub.run_cycle(request(user_id=live_user, tick_id="t2", action=HOLD,
                                                 stored_position=first.position))
     assert tripped.safety.tripped and tripped.safety.rule == "POSITION_SIZE" and tripped.safety.pause_bot
@@ -154,7 +158,7 @@ async def test_the_stop_audit_accepts_only_a_stop_that_closes_this_position_as_c
 ):
     first = await opened(live_stub, live_user)
     for stop in open_stops(fake):
-        stop["algoStatus"] = "CANCELED"
+        fake.cancel_algo_by_hand(stop)
     fake.manual_algo_order("BTCUSDT", **impostor)
     audited = await live_stub.run_cycle(request(user_id=live_user, tick_id="t2", action=HOLD,
                                                 stored_position=first.position))
@@ -213,7 +217,7 @@ async def test_leverage_changed_by_hand_is_set_back_before_the_next_entry(
     first = await opened(live_stub, live_user)
     assert fake.default_account.leverage["BTCUSDT"] == 10
     fake.set_mark_price("BTCUSDT", "48900")                        # the stop fires: flat again
-    fake.default_account.leverage["BTCUSDT"] = 75                  # changed on Binance's site
+    fake.set_leverage_by_hand("BTCUSDT", 75)                       # changed on Binance's site
     fake.set_mark_price("BTCUSDT", "50000")
     await opened(live_stub, live_user, tick="t2", stored_position=first.position)
     assert fake.default_account.leverage["BTCUSDT"] == 10
@@ -225,11 +229,10 @@ async def test_an_unreadable_daily_pnl_does_not_stop_the_protection_of_an_open_p
 ):
     first = await opened(live_stub, live_user)
     for stop in open_stops(fake):
-        stop["algoStatus"] = "CANCELED"
+        fake.cancel_algo_by_hand(stop)
     shared = shared_state(hashlib.sha256(f"{fake.url}\n{API_KEY}".encode()).hexdigest()[:16])
-    later = shared.clock() + INCOME_HARD_MAX_S + 1
-    shared.clock = lambda: later                                   # the baseline must be re-read now...
-    fake.fail_next("GET", "/fapi/v1/income", status=503, code=-1001, msg="Internal error", times=1000)   # ...and cannot
+    shared.baselines.clear()                                       # today's PnL must be read again...
+    fake.fail_next("GET", "/fapi/v1/userTrades", status=503, code=-1001, msg="Internal error", times=1000)  # ...and cannot
 
     audited = await live_stub.run_cycle(request(user_id=live_user, tick_id="t2", action=common_pb2.ACTION_BUY,
                                                 stored_position=first.position))

@@ -180,7 +180,7 @@ async def test_live_connection_without_the_live_broker_is_refused(executor, db, 
     from cryptography.fernet import Fernet
 
     from services.executor.admin import store_connection_async
-    monkeypatch.setitem(sys.modules, "services.executor.brokers.binance", None)   # the module cannot be imported
+    monkeypatch.setitem(sys.modules, "services.executor.binance.broker", None)   # the module cannot be imported
     user_id = str(ObjectId())
     await store_connection_async(db, user_id, "live", "k-1234567", "s-1234567", Fernet(fernet_key.encode()))
     with pytest.raises(grpc.aio.AioRpcError) as raised:

@@ -8,7 +8,6 @@ paper account whose reads are counted.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import uuid
 from collections.abc import AsyncIterator
 from decimal import Decimal
@@ -23,7 +22,6 @@ from services.backtest.wiring import SinglePaperBroker, SinglePaperConnection
 from services.common.errors import FailedPrecondition, Unavailable
 from services.executor.account_cache import AccountCache
 from services.executor.admin import store_connection_async
-from services.executor.brokers.binance_account import INCOME_HARD_MAX_S, shared_state
 from services.executor.brokers.base import ExchangePosition
 from services.executor.brokers.paper import PaperBroker
 from services.executor.brokers.paper_store import MemoryPaperStore
@@ -40,6 +38,12 @@ ACCOUNT = "/fapi/v3/account"
 POSITION_RISK = "/fapi/v3/positionRisk"
 BALANCE = "/fapi/v3/balance"
 INCOME = "/fapi/v1/income"
+USER_TRADES = "/fapi/v1/userTrades"
+
+
+@pytest.fixture
+def user_streams() -> bool:
+    return False   # these tests pin down the REST path (an account whose stream is not live)
 
 
 def _bot_id(index: int) -> str:
@@ -63,7 +67,8 @@ async def live_user(db, fernet_key) -> str:
 
 
 def _hold(user_id: str, tick_id: str, index: int, symbol: str) -> BotCycle:
-    price = "50000" if symbol == "BTCUSDT" else "3000" if symbol == "ETHUSDT" else "100"
+    # The market service's price is Binance's mark price (set on the fake below for ETH).
+    price = "50000" if symbol == "BTCUSDT" else "3012.5" if symbol == "ETHUSDT" else "100"
     return request(user_id=user_id, tick_id=tick_id, bot_instance_id=_bot_id(index), symbol=symbol, price=price,
                    action=common_pb2.ACTION_HOLD)
 
@@ -77,7 +82,9 @@ async def test_five_live_bots_of_one_account_share_one_account_read_per_tick(liv
 
     assert len(fake.reads(ACCOUNT)) == 1   # balances and every position: one request (weight 5)
     assert fake.reads(BALANCE) == [] and [r for r in fake.reads(POSITION_RISK) if "symbol" not in r.params] == []
-    assert len(fake.reads(INCOME)) == 1     # start-up: the daily-PnL baseline, shared by the five bots
+    assert fake.reads(INCOME) == []         # never the weight-30 income history
+    # Today's PnL is read only where it decides something: the ETH bot's open position (one userTrades, weight 5).
+    assert [r.params["symbol"] for r in fake.reads(USER_TRADES)] == ["ETHUSDT"]
     by_symbol = dict(zip(SYMBOLS, replies, strict=True))
     eth = by_symbol["ETHUSDT"]
     assert eth.has_position and eth.position.quantity == "1"
@@ -87,7 +94,7 @@ async def test_five_live_bots_of_one_account_share_one_account_read_per_tick(liv
 
     await asyncio.gather(*(live_stub.run_cycle(_hold(live_user, "tick-2", i, s)) for i, s in enumerate(SYMBOLS)))
     assert len(fake.reads(ACCOUNT)) == 2   # a new tick reads again
-    assert len(fake.reads(INCOME)) == 1    # the baseline is younger than 30 minutes: no weight-30 read
+    assert fake.reads(INCOME) == [] and len(fake.reads(USER_TRADES)) == 2   # HOLD bots flat: nothing to decide
 
 
 async def test_a_failed_account_read_opens_nothing_for_any_bot(live_stub, fake, live_user):
@@ -102,19 +109,13 @@ async def test_a_failed_account_read_opens_nothing_for_any_bot(live_stub, fake, 
     assert fake.position("BTCUSDT").amount == 0 and fake.position("ETHUSDT").amount == 0
 
 
-async def test_no_entry_when_the_daily_pnl_baseline_is_past_its_hard_maximum_and_unreadable(live_stub, fake, live_user):
-    await live_stub.run_cycle(_hold(live_user, "tick-1", 0, "BTCUSDT"))   # start-up baseline
-    account_id = hashlib.sha256(f"{fake.url}\n{API_KEY}".encode()).hexdigest()[:16]
-    shared = shared_state(account_id)
-    assert shared.baseline is not None
-    later = shared.clock() + INCOME_HARD_MAX_S + 1
-    shared.clock = lambda: later
-    fake.fail_next("GET", INCOME, status=503, code=-1001, msg="Internal error", times=1000)
+async def test_no_entry_when_todays_pnl_is_unreadable(live_stub, fake, live_user):
+    fake.fail_next("GET", USER_TRADES, status=503, code=-1001, msg="Internal error", times=1000)
 
     with pytest.raises(grpc.aio.AioRpcError) as failed:
         await live_stub.run_cycle(request(user_id=live_user, tick_id="tick-2", bot_instance_id=_bot_id(0)))
 
-    assert failed.value.code() == grpc.StatusCode.UNAVAILABLE and "daily realised PnL unknown" in failed.value.details()
+    assert failed.value.code() == grpc.StatusCode.UNAVAILABLE and "trade history of BTCUSDT" in failed.value.details()
     assert fake.orders_sent("/fapi/v1/order") == [] and fake.position("BTCUSDT").amount == 0
 
 
@@ -200,10 +201,18 @@ async def test_paper_bots_of_one_account_share_one_positions_read_per_tick():
     user = str(ObjectId())
     await asyncio.gather(*(runner.run(_hold(user, "tick-1", i, s).input()) for i, s in enumerate(SYMBOLS)))
     assert (broker.snapshot_reads, broker.symbol_reads) == (1, 0)
-    assert (broker.daily_snapshot_reads, broker.daily_symbol_reads) == (1, 0)   # today's PnL: one read too
-    await asyncio.gather(*(runner.run(_hold(user, "tick-2", i, s).input()) for i, s in enumerate(SYMBOLS)))
+    # Flat and holding: today's PnL decides nothing, so it is not read (on Binance it costs weight).
+    assert (broker.daily_snapshot_reads, broker.daily_symbol_reads) == (0, 0)
+    replies = await asyncio.gather(*(runner.run(_hold(user, "tick-2", i, s).input()) for i, s in enumerate(SYMBOLS)))
     assert (broker.snapshot_reads, broker.symbol_reads) == (2, 0)
-    assert (broker.daily_snapshot_reads, broker.daily_symbol_reads) == (2, 0)
+    assert (broker.daily_snapshot_reads, broker.daily_symbol_reads) == (0, 0)
+    assert all(reply.daily_realized_pnl == "" for reply in replies)   # not read: reported as unknown, never 0
+
+    # Bots about to enter share one read of today's PnL per tick.
+    buys = [cycle_input(user_id=user, tick_id="tick-3", bot_instance_id=_bot_id(i), symbol=s, price="100")
+            for i, s in enumerate(EXTRA)]
+    await asyncio.gather(*(runner.run(buy) for buy in buys))
+    assert (broker.daily_snapshot_reads, broker.daily_symbol_reads) == (1, 0)
 
 
 async def test_paper_failed_positions_read_opens_nothing():
@@ -243,6 +252,6 @@ async def test_paper_stop_filled_by_this_bots_observe_is_not_hidden_by_the_share
     assert not later.has_position
     [trade] = later.closed_trades
     assert trade.reason == "STOP_LOSS" and trade.exit_price == "49000"
-    # The ETH bot's daily-PnL snapshot predates this loss: the BTC bot reads its own, loss included.
-    assert broker.daily_snapshot_reads == 2 and broker.daily_symbol_reads == 1
+    # The ETH bot (flat, holding) reads no daily PnL; the BTC bot reads its own, this loss included.
+    assert broker.daily_snapshot_reads == 1 and broker.daily_symbol_reads == 1
     assert later.daily_realized_pnl == trade.realized_pnl

@@ -1,7 +1,7 @@
 """A fresh fake Binance Futures server and a live broker pointed at it, per test.
 
 Every test gets its own API key and secret (so per-account state such as the
-order-rate guard and the income cache never leaks between tests) and drives
+order-rate guard and today's PnL never leak between tests) and drives
 the real python-binance client over HTTP.
 """
 
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from services.executor.brokers.binance import BinanceFuturesBroker, BrokerTuning, create_binance_broker
+from services.executor.binance.broker import BinanceFuturesBroker, BrokerTuning, create_binance_broker
 from tests.fakes.binance_futures import FakeBinanceFutures
 
 FAST = BrokerTuning(read_attempts=3, retry_wait_s=0.01, resolve_attempts=3, resolve_wait_s=0.01)
@@ -38,13 +38,13 @@ async def fake(credentials: Credentials) -> AsyncIterator[FakeBinanceFutures]:
 
 async def connect(fake: FakeBinanceFutures, api_key: str, api_secret: str) -> BinanceFuturesBroker:
     broker = await create_binance_broker(api_key=api_key, api_secret=api_secret, futures_url=fake.url, spot_url=fake.url)
-    broker.tuning = FAST
+    broker.rest.tuning = FAST
     return broker
 
 
 def set_request_timeout(broker: BinanceFuturesBroker, seconds: float) -> None:
     """Shorten python-binance's per-request timeout (10 s in production) for timeout tests."""
-    broker._client._requests_params["timeout"] = seconds  # noqa: SLF001 - test-only knob of the vendor client
+    broker.rest.client._requests_params["timeout"] = seconds  # noqa: SLF001 - test-only knob of the vendor client
 
 
 @pytest.fixture

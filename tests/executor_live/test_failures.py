@@ -11,7 +11,7 @@ import pytest
 from services.common.errors import FailedPrecondition, TradebotError, Unavailable
 from services.common.jsonlog import JsonFormatter
 from services.executor.brokers.base import EntryOrder
-from services.executor.brokers.binance import BinanceFuturesBroker, create_binance_broker
+from services.executor.binance.broker import BinanceFuturesBroker, create_binance_broker
 from tests.executor_live.conftest import Credentials, connect
 from tests.fakes.binance_futures import FakeBinanceFutures
 

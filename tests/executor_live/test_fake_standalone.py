@@ -7,7 +7,7 @@ from decimal import Decimal
 import httpx
 
 from services.executor.brokers.base import EntryOrder
-from services.executor.brokers.binance import create_binance_broker
+from services.executor.binance.broker import create_binance_broker
 from tests.support.processes import ManagedProcess, free_port, python_module
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import inspect
 
 from services.executor.brokers.base import Broker
-from services.executor.brokers.binance import BinanceFuturesBroker, create_binance_broker
+from services.executor.binance.broker import BinanceFuturesBroker, create_binance_broker
 
 
 def test_every_broker_method_exists_with_the_same_parameters() -> None:
@@ -19,5 +19,5 @@ def test_every_broker_method_exists_with_the_same_parameters() -> None:
 
 def test_factory_signature_is_the_one_the_core_calls() -> None:
     parameters = inspect.signature(create_binance_broker).parameters
-    assert list(parameters) == ["api_key", "api_secret", "futures_url", "spot_url"]
+    assert list(parameters) == ["api_key", "api_secret", "futures_url", "spot_url", "settings"]
     assert all(p.kind is inspect.Parameter.KEYWORD_ONLY for p in parameters.values())

@@ -9,7 +9,7 @@ import pytest
 
 from services.common.errors import FailedPrecondition, InvalidArgument, ResourceExhausted, Unavailable
 from services.executor.brokers.base import EntryOrder
-from services.executor.brokers.binance import BinanceFuturesBroker
+from services.executor.binance.broker import BinanceFuturesBroker
 from tests.executor_live.conftest import Credentials, connect, set_request_timeout
 from tests.fakes.binance_futures import UNKNOWN_STATUS_MESSAGE, FakeBinanceFutures
 
@@ -80,13 +80,21 @@ async def test_no_need_to_change_margin_type_is_success(
     assert answers == [200, 400]  # the second answer was -4046, taken as success
 
 
-async def test_hedge_mode_is_reported_before_any_order(fake: FakeBinanceFutures, broker: BinanceFuturesBroker) -> None:
+async def test_hedge_mode_is_learnt_from_binances_refusal_without_a_weight_30_read(
+    fake: FakeBinanceFutures, broker: BinanceFuturesBroker
+) -> None:
     fake.default_account.dual_side = True
+    await broker.prepare_symbol("BTCUSDT", 5, "ISOLATED")   # settings are accepted in either mode
 
     with pytest.raises(FailedPrecondition, match="hedge mode"):
-        await broker.prepare_symbol("BTCUSDT", 5, "ISOLATED")
+        await broker.open_position(entry())                  # -4061: refused, nothing executed
+    with pytest.raises(FailedPrecondition, match="hedge mode"):
+        await broker.open_position(entry(client_id="tb-second-entry"))   # remembered: not even sent
+    with pytest.raises(FailedPrecondition, match="hedge mode"):
+        await broker.prepare_symbol("ETHUSDT", 5, "ISOLATED")
 
-    assert [r.path for r in fake.requests if r.method == "POST"] == []
+    assert fake.reads("/fapi/v1/positionSide/dual") == []   # never the weight-30 mode read
+    assert len(fake.orders_sent("/fapi/v1/order")) == 1 and fake.position("BTCUSDT").amount == 0
 
 
 async def test_insufficient_margin_is_a_failed_precondition(fake: FakeBinanceFutures, broker: BinanceFuturesBroker) -> None:
@@ -232,12 +240,12 @@ async def test_an_order_in_hedge_mode_is_refused_with_a_clear_mode_error(
     fake: FakeBinanceFutures, broker: BinanceFuturesBroker
 ) -> None:
     fake.default_account.dual_side = True  # switched in Binance's app after preparation
-    with pytest.raises(FailedPrecondition, match="position mode.*-4061"):
+    with pytest.raises(FailedPrecondition, match="hedge mode.*-4061"):
         await broker.open_position(entry())
     assert fake.position("BTCUSDT").amount == 0
 
 
 async def test_fake_mark_price_is_served_as_binance_premium_index(fake: FakeBinanceFutures, broker: BinanceFuturesBroker) -> None:
     fake.set_mark_price("BTCUSDT", "61234.5")
-    answer = await broker._client.futures_mark_price(symbol="BTCUSDT")  # the real client's own call
+    answer = await broker.rest.client.futures_mark_price(symbol="BTCUSDT")  # the real client's own call
     assert answer["symbol"] == "BTCUSDT" and Decimal(answer["markPrice"]) == Decimal("61234.5")

@@ -7,7 +7,7 @@ from decimal import Decimal
 import pytest
 
 from services.common.errors import FailedPrecondition, Unavailable
-from services.executor.brokers.binance_records import parse_account_positions
+from services.executor.binance.records import parse_account_positions
 
 ACCOUNT = "/fapi/v3/account"
 

@@ -8,7 +8,7 @@ import pytest
 
 from services.common.errors import FailedPrecondition, InvalidArgument
 from services.executor.brokers.base import EntryOrder, ExchangePosition, ProtectiveOrders
-from services.executor.brokers.binance import BinanceFuturesBroker
+from services.executor.binance.broker import BinanceFuturesBroker
 from tests.fakes.binance_futures import FakeBinanceFutures
 
 
@@ -179,7 +179,7 @@ async def test_a_stop_price_off_the_tick_is_invalid_and_nothing_is_placed(
     assert await broker.protective_orders(long_btc()) == ProtectiveOrders(None, None, None, None)
 
 
-async def test_daily_realized_pnl_reads_income_once_and_follows_our_own_closes_without_it(
+async def test_daily_realized_pnl_follows_our_closes_and_hand_trades_without_the_income_history(
     fake: FakeBinanceFutures, broker: BinanceFuturesBroker
 ) -> None:
     open_time = await open_long(broker)
@@ -187,20 +187,14 @@ async def test_daily_realized_pnl_reads_income_once_and_follows_our_own_closes_w
     await broker.close_position("BTCUSDT", "bot1-t1-close", "EMERGENCY_STOP")
     since = open_time - 1000
     first_close = Decimal("10") - Decimal("0.25") - Decimal("0.255")   # +10 PnL, entry and exit fees
-
-    assert await broker.realized_pnl_since("BTCUSDT", since) == first_close   # start-up: the income baseline
-    assert await broker.realized_pnl_since("BTCUSDT", since) == first_close
-    assert len(fake.orders_sent("/fapi/v1/income", "GET")) == 1   # weight 30: read once
-
-    fake.manual_order("BTCUSDT", "BUY", Decimal("0.010"))          # a trade by hand: not seen until the next refresh
     assert await broker.realized_pnl_since("BTCUSDT", since) == first_close
 
+    fake.manual_order("BTCUSDT", "BUY", Decimal("0.010"))          # a trade by hand at 51000: fee 0.255
     fake.set_mark_price("BTCUSDT", "50000")
-    await broker.close_position("BTCUSDT", "bot1-t2-close", "EMERGENCY_STOP")
-    # our close (sell 0.01 at 50000 of the hand-bought 51000: PnL −10, fee 0.25) counts at once, from its
-    # own fill; the hand-made buy (fee 0.255) waits for the next income refresh. No income read for it.
-    assert await broker.realized_pnl_since("BTCUSDT", since) == first_close - Decimal("10") - Decimal("0.25")
-    assert len(fake.orders_sent("/fapi/v1/income", "GET")) == 1
+    await broker.close_position("BTCUSDT", "bot1-t2-close", "EMERGENCY_STOP")   # PnL −10, fee 0.25
+    assert await broker.realized_pnl_since("BTCUSDT", since) == (first_close - Decimal("0.255") - Decimal("10")
+                                                                 - Decimal("0.25"))
+    assert fake.orders_sent("/fapi/v1/income", "GET") == []
 
 
 async def test_stop_loss_with_unknown_status_is_found_by_its_client_algo_id(

@@ -7,8 +7,8 @@ from decimal import Decimal
 import pytest
 
 from services.common.errors import ResourceExhausted, Unavailable
-from services.executor.brokers.binance_ratelimit import OrderRateGuard
-from services.executor.brokers.binance_records import book_trade, parse_position
+from services.executor.binance.ratelimit import OrderRateGuard
+from services.executor.binance.records import book_trade, parse_position
 
 
 def trade(trade_id: int, side: str, qty: str, price: str, pnl: str = "0", fee: str = "0", at: int = 0,

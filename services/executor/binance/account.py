@@ -1,21 +1,19 @@
-"""State shared by every broker of one Binance account in this process (and the process's IP weight).
+"""State shared by every broker of one Binance account in this process.
 
 Keyed by a hash of (futures root, API key), never the key itself:
 * the order-rate guard (Binance counts orders per account, not per client);
-* the last ``/fapi/v3/account`` answer, served once to the balance read and
-  once to the positions read within ``ACCOUNT_MEMO_S`` (2 s), single-flight:
-  with the per-tick ``AccountCache`` that is ONE request (weight 5) per
-  account per tick, for all of the account's bots;
-* the daily realised PnL: an income baseline (``/fapi/v1/income``, weight 30,
-  every symbol of the account) plus the fills this system saw itself (its
-  own entries and closes, and the round trips it booked) that the baseline
-  does not hold yet, matched by trade id so nothing counts twice. The
-  baseline is read at start-up, then at most every ``INCOME_TTL_S`` (30 min)
-  per account, and only while the process-wide IP weight has room; past
-  ``INCOME_HARD_MAX_S`` (2 h) the refresh is forced, and if it fails the
-  daily PnL is unknown (``Unavailable``: the cycle opens nothing).
-  Staleness: only trades made *outside* this system can be missing, normally
-  for at most 30 minutes, under weight pressure for at most 2 hours;
+* the user-data stream's ``AccountState`` (balances, positions, conditional
+  orders, fills), set once the account's stream is requested;
+* the last ``/fapi/v3/account`` answer, for an account whose stream is not
+  live: served once to the balance read and once to the positions read within
+  ``ACCOUNT_MEMO_S`` (2 s), single-flight, so one request (weight 5) per tick;
+* today's realised PnL from before the stream's first fill, per symbol and
+  UTC day (one ``userTrades`` read, weight 5, when a bot of that symbol first
+  needs it): the stream's fills cover the rest;
+* whether the account is in hedge mode (learnt from a -4061 refusal or a
+  snapshot's position rows, never from a weight-30 read);
+* entry look-ups that found nothing a moment ago (so the look-up before an
+  entry is not repeated for the same client id within a cycle);
 * the reasons this process closed positions with, by exchange order id, so
   ``closed_trade`` can tell EMERGENCY_STOP from EXTERNAL.
 """
@@ -25,91 +23,61 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from services.executor.brokers.binance_ratelimit import OrderRateGuard
-from services.executor.brokers.binance_records import income_pnl, trade_pnl
+from services.executor.binance.account_state import AccountState
+from services.executor.binance.ratelimit import OrderRateGuard
 
 ACCOUNT_MEMO_S = 2.0                # one /fapi/v3/account answer serves both reads of a tick
-INCOME_TTL_S = 30 * 60.0            # issue 7: refresh the income baseline at most every 30 minutes per account
-INCOME_HARD_MAX_S = 2 * 3600.0      # beyond this the baseline is refreshed whatever the weight, or entries stop
-INCOME_READ_WEIGHT = 30
-IP_WEIGHT_LIMIT_1M = 2400
-IP_WEIGHT_REFRESH_SHARE = Decimal("0.6")   # an income refresh must leave the IP below 60 % of 2,400
-WEIGHT_WINDOW_S = 60.0              # X-MBX-USED-WEIGHT-1M describes the current minute
+NOT_FOUND_MEMO_S = 5.0              # an entry look-up that found nothing is trusted this long
+OWN_ORDER_SETTLE_S = 10.0           # after our own order on a symbol, its position is read over REST this long
 MAX_REMEMBERED_CLOSES = 1000
-MAX_REMEMBERED_TRADES = 20000
+MAX_REMEMBERED_BASELINES = 256
 
 
-class _BoundedReasons(OrderedDict[str, str]):
-    def __setitem__(self, key: str, value: str) -> None:
+class _Bounded(OrderedDict[Any, Any]):
+    def __init__(self, size: int) -> None:
+        super().__init__()
+        self._size = size
+
+    def __setitem__(self, key: Any, value: Any) -> None:
         super().__setitem__(key, value)
-        while len(self) > MAX_REMEMBERED_CLOSES:
+        while len(self) > self._size:
             self.popitem(last=False)
 
 
-@dataclass
-class IpWeightTracker:
-    """The used weight Binance last reported for this egress IP (every account shares it)."""
-
-    clock: Callable[[], float] = time.monotonic
-    _used: int = 0
-    _seen_at: float = float("-inf")
-
-    def observe(self, headers: Mapping[str, str]) -> None:
-        raw = headers.get("X-MBX-USED-WEIGHT-1M")
-        if raw is None:
-            return
-        try:
-            self._used, self._seen_at = int(raw), self.clock()
-        except ValueError:
-            return
-
-    def used(self) -> int:
-        """The last report, or 0 once its minute has passed."""
-        return self._used if self.clock() - self._seen_at < WEIGHT_WINDOW_S else 0
-
-    def has_room_for(self, weight: int) -> bool:
-        return self.used() + weight <= IP_WEIGHT_LIMIT_1M * IP_WEIGHT_REFRESH_SHARE
-
-    def reset(self) -> None:
-        self._used, self._seen_at = 0, float("-inf")
-
-
-_ip_weight = IpWeightTracker()
-
-
-def ip_weight() -> IpWeightTracker:
-    return _ip_weight
-
-
 @dataclass(frozen=True)
-class IncomeBaseline:
-    since_ms: int          # rows cover this time onwards (a UTC midnight)
-    read_at: float         # AccountShared.clock() of the read
-    rows: tuple[dict[str, Any], ...]
-    trade_ids: frozenset[str] = frozenset()   # userTrades ids the rows already account for
+class PnlBaseline:
+    """Realised PnL of one symbol between ``since_ms`` and ``until_ms`` (exclusive), read over REST."""
 
-    @classmethod
-    def of(cls, since_ms: int, read_at: float, rows: Iterable[dict[str, Any]]) -> IncomeBaseline:
-        listed = tuple(rows)
-        return cls(since_ms, read_at, listed, frozenset(str(r["tradeId"]) for r in listed if r.get("tradeId")))
+    since_ms: int
+    until_ms: int
+    pnl: Decimal
 
 
 @dataclass
 class AccountShared:
+    account_id: str = ""
     clock: Callable[[], float] = time.monotonic
     rate_guard: OrderRateGuard = field(default_factory=OrderRateGuard)
-    own_closes: _BoundedReasons = field(default_factory=_BoundedReasons)
-    baseline: IncomeBaseline | None = None
-    # userTrades id -> (symbol, time, realised PnL − USDT commission) of fills this system has seen
-    trades: OrderedDict[int, tuple[str, int, Decimal]] = field(default_factory=OrderedDict)
-    income_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    own_closes: _Bounded = field(default_factory=lambda: _Bounded(MAX_REMEMBERED_CLOSES))
+    state: AccountState | None = None
+    hedge_mode: bool = False
+    baselines: _Bounded = field(default_factory=lambda: _Bounded(MAX_REMEMBERED_BASELINES))
+    baseline_locks: dict[str, asyncio.Lock] = field(default_factory=dict)
+    _not_found: dict[str, float] = field(default_factory=dict)
+    own_order_settle_s: float = OWN_ORDER_SETTLE_S
+    _own_orders: dict[str, float] = field(default_factory=dict)   # symbol -> clock() of our last order on it
     _account_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     _account_answer: tuple[float, Any, set[str]] | None = None
+
+    def live_state(self) -> AccountState | None:
+        """The stream-kept state when it can be trusted (stream live and reconciled), else None: ask REST."""
+        state = self.state
+        return state if state is not None and state.live else None
 
     async def account_info(self, use: str, read: Callable[[], Awaitable[Any]]) -> Any:
         """The account answer for one ``use`` ("balances" or "positions"), single-flight.
@@ -130,33 +98,32 @@ class AccountShared:
         """Our own order changed the account: the next read goes to the exchange."""
         self._account_answer = None
 
-    def record_trades(self, rows: Iterable[Mapping[str, Any]]) -> None:
-        """Fills of our own orders and of round trips we booked: they move the daily PnL at once."""
-        for row in rows:
-            self.trades[int(row["id"])] = (str(row.get("symbol")), int(row.get("time", 0)), trade_pnl(row))
-        while len(self.trades) > MAX_REMEMBERED_TRADES:
-            self.trades.popitem(last=False)
+    def remember_not_found(self, client_order_id: str) -> None:
+        now = self.clock()
+        self._not_found = {cid: at for cid, at in self._not_found.items() if now - at < NOT_FOUND_MEMO_S}
+        self._not_found[client_order_id] = now
 
-    def baseline_age(self) -> float:
-        return float("inf") if self.baseline is None else self.clock() - self.baseline.read_at
+    def forget_not_found(self, client_order_id: str) -> None:
+        self._not_found.pop(client_order_id, None)
 
-    def daily_pnl(self, symbol: str, since_ms: int) -> Decimal:
-        """The baseline's income rows plus the fills we saw that they do not hold yet (matched by trade id)."""
-        baseline = self.baseline
-        assert baseline is not None
-        from_income = income_pnl(baseline.rows, symbol, since_ms)
-        from_trades = sum(
-            (pnl for trade_id, (traded_symbol, time_ms, pnl) in self.trades.items()
-             if traded_symbol == symbol and time_ms >= since_ms and str(trade_id) not in baseline.trade_ids),
-            Decimal(0),
-        )
-        return from_income + from_trades
+    def recently_not_found(self, client_order_id: str) -> bool:
+        at = self._not_found.pop(client_order_id, None)   # trusted once: the entry about to be sent
+        return at is not None and self.clock() - at < NOT_FOUND_MEMO_S
 
-    def daily_pnl_by_symbol(self, since_ms: int) -> dict[str, Decimal]:
-        assert self.baseline is not None
-        symbols = {str(row["symbol"]) for row in self.baseline.rows if row.get("symbol")}
-        symbols.update(traded_symbol for traded_symbol, _, _ in self.trades.values())
-        return {symbol: self.daily_pnl(symbol, since_ms) for symbol in symbols}
+    def order_sent(self, symbol: str) -> None:
+        self._own_orders[symbol] = self.clock()
+
+    def recent_own_order(self, symbol: str) -> bool:
+        """Whether our own order on ``symbol`` is so recent that the stream may not have reported it yet
+        (the ORDER_TRADE_UPDATE and the ACCOUNT_UPDATE of a fill arrive separately, after the REST answer)."""
+        at = self._own_orders.get(symbol)
+        return at is not None and self.clock() - at < self.own_order_settle_s
+
+    def baseline_lock(self, symbol: str) -> asyncio.Lock:
+        lock = self.baseline_locks.get(symbol)
+        if lock is None:
+            lock = self.baseline_locks[symbol] = asyncio.Lock()
+        return lock
 
 
 _accounts: dict[str, AccountShared] = {}
@@ -165,5 +132,10 @@ _accounts: dict[str, AccountShared] = {}
 def shared_state(account_id: str) -> AccountShared:
     state = _accounts.get(account_id)
     if state is None:
-        state = _accounts[account_id] = AccountShared()
+        state = _accounts[account_id] = AccountShared(account_id=account_id)
     return state
+
+
+def reset_shared_states() -> None:
+    """Tests: forget every account's shared state."""
+    _accounts.clear()

@@ -50,6 +50,18 @@ class UnknownOutcome(Unavailable):
     """The request reached (or may have reached) Binance but its result is unknown."""
 
 
+class PositionModeMismatch(FailedPrecondition):
+    """-4061: the account is in hedge mode (dual-side positions); Binance executed nothing."""
+
+
+HEDGE_MODE_ADVICE = ("the Binance Futures account is in hedge mode (dual-side positions); "
+                     "switch it to one-way mode to trade with this bot")
+
+
+def hedge_mode_error(action: str) -> PositionModeMismatch:
+    return PositionModeMismatch(f"{HEDGE_MODE_ADVICE} ({action} not sent)")
+
+
 def describe(exc: BinanceAPIException) -> str:
     return redact(f"code {exc.code}: {exc.message}")
 
@@ -60,6 +72,7 @@ def translate_api_error(exc: BinanceAPIException, action: str) -> TradebotError:
     status = int(exc.status_code or 0)
     detail = describe(exc)
     if status in (418, 429) or code in RATE_LIMIT_CODES:
+        # Not executed (Binance refused it): a rejection, never an unknown outcome to look up.
         retry_after = _retry_after(exc)
         return ResourceExhausted(f"Binance rate limit hit during {action} ({detail})", retry_after=retry_after)
     if code in CREDENTIAL_CODES or status == 401:
@@ -71,7 +84,7 @@ def translate_api_error(exc: BinanceAPIException, action: str) -> TradebotError:
     if code == CONDITIONAL_TYPE_ON_ORDER_ENDPOINT:
         return FailedPrecondition(f"conditional order sent to the wrong endpoint during {action} ({detail})")
     if code == POSITION_SIDE_MISMATCH:
-        return FailedPrecondition(f"the account's position mode does not match during {action} ({detail})")
+        return PositionModeMismatch(f"{HEDGE_MODE_ADVICE} ({action} refused: {detail})")
     if code in INVALID_ARGUMENT_CODES:
         return InvalidArgument(f"Binance rejected {action} ({detail})")
     if code in (ORDER_DOES_NOT_EXIST, UNKNOWN_ORDER_SENT):

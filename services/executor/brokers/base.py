@@ -47,6 +47,7 @@ class EntryOrder:
     quantity: Decimal
     client_order_id: str         # deterministic per (bot, tick): a retry finds the same order
     reference_price: Decimal     # the price the size was computed from (paper fills here)
+    first_attempt: bool = False  # no earlier attempt ever got this far (its intent record is new): nothing to look up
 
 
 @dataclass(frozen=True)
@@ -162,8 +163,9 @@ class Broker(Protocol):
     async def realized_pnl_since(self, symbol: str, since_ms: int) -> Decimal:
         """Realised PnL net of fees since ``since_ms`` (daily-loss rule)."""
 
-    async def realized_pnl_by_symbol_since(self, since_ms: int) -> dict[str, Decimal]:
-        """``realized_pnl_since`` of every symbol of the account in one read (a symbol without trades is absent)."""
+    async def realized_pnl_by_symbol_since(self, since_ms: int) -> dict[str, Decimal] | None:
+        """``realized_pnl_since`` of every symbol of the account in one read (a symbol without trades is absent);
+        None when the broker has no cheaper account-wide read than asking per symbol."""
 
     async def close(self) -> None:
         """Release network resources."""

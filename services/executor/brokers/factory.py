@@ -16,6 +16,9 @@ from dataclasses import dataclass
 from pymongo.asynchronous.database import AsyncDatabase
 
 from services.common.errors import FailedPrecondition
+from services.executor.binance.bring_up import AccountStreams
+from services.executor.binance.symbol_settings import SymbolSettings
+from services.executor.binance.user_stream import UserStreamHub
 from services.executor.brokers.base import Broker
 from services.executor.brokers.paper import PaperBroker, ensure_paper_indexes
 from services.executor.connections import ExchangeConnection
@@ -43,6 +46,8 @@ class BrokerFactory:
         self._lock = asyncio.Lock()
         self._paper_indexes_ready = False
         self._paper_indexes_lock = asyncio.Lock()
+        self._symbol_settings = SymbolSettings(db)
+        self._streams: dict[str, AccountStreams] = {}   # by stream root: live and testnet are separate
 
     async def broker_for(self, connection: ExchangeConnection) -> Broker:
         if connection.mode == "paper":
@@ -78,7 +83,7 @@ class BrokerFactory:
                 raise FailedPrecondition("exchange connection has no API key")
             credentials = self._vault.decrypt_pair(connection.api_key_token, connection.api_secret_token)
             try:
-                from services.executor.brokers.binance import create_binance_broker
+                from services.executor.binance.broker import create_binance_broker
             except ImportError:
                 raise FailedPrecondition("live trading not available") from None
             futures_url = (
@@ -91,9 +96,23 @@ class BrokerFactory:
                 api_secret=credentials.api_secret,
                 futures_url=futures_url,
                 spot_url=self._settings.binance_spot_url,
+                settings=self._symbol_settings,
             )
             self._live[connection.id] = _CachedBroker(broker, fingerprint, time.monotonic() + LIVE_BROKER_TTL_SECONDS)
-            return broker
+        if self._settings.user_streams:
+            streams = self._streams_for(self._settings.ws_url_for(futures_url))
+            broker.streams = streams
+            await streams.watch(broker.rest)
+        return broker
+
+    def _streams_for(self, ws_root: str) -> AccountStreams:
+        streams = self._streams.get(ws_root)
+        if streams is None:
+            streams = self._streams[ws_root] = AccountStreams(UserStreamHub(ws_root))
+        return streams
+
+    def stream_stats(self) -> dict[str, dict[str, int]]:
+        return {root: streams.stats() for root, streams in self._streams.items()}
 
     async def _expire(self, now: float) -> None:
         for connection_id, cached in list(self._live.items()):
@@ -105,6 +124,13 @@ class BrokerFactory:
         async with self._lock:
             brokers = [cached.broker for cached in self._live.values()]
             self._live.clear()
+            streams = list(self._streams.values())
+            self._streams.clear()
+        for hub in streams:
+            try:
+                await hub.close()
+            except Exception:  # closing must not stop the shutdown
+                log.warning("closing the user-data streams failed", exc_info=True)
         for broker in brokers:
             await _close_quietly(broker)
 

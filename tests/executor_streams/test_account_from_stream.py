@@ -1,0 +1,104 @@
+"""The account kept from Binance's user-data stream: events to state, no REST per tick, gaps reconciled."""
+
+from __future__ import annotations
+
+import asyncio
+from decimal import Decimal
+
+from services.executor.brokers.base import EntryOrder
+from tests.executor_streams.conftest import SETTLE_S, StreamedAccount, until
+
+ACCOUNT = "/fapi/v3/account"
+ALGO_OPEN = "/fapi/v1/openAlgoOrders"
+POSITION_RISK = "/fapi/v3/positionRisk"
+
+
+def entry(client_id: str = "tb-s1-E", quantity: str = "0.010") -> EntryOrder:
+    return EntryOrder("BTCUSDT", "LONG", Decimal(quantity), client_id, Decimal("50000"), first_attempt=True)
+
+
+async def opened_and_protected(account: StreamedAccount) -> None:
+    broker = account.broker
+    await broker.open_position(entry())
+    await broker.protect("BTCUSDT", "LONG", Decimal("48500.0"), Decimal("53000.0"), "tb-s1-SL", "tb-s1-TP")
+    await until(lambda: account.state.position("BTCUSDT", 20) is not None
+                and len(account.state.open_algo_orders("BTCUSDT")) == 2)
+    await asyncio.sleep(SETTLE_S)   # the next tick: our orders are long reported
+
+
+async def test_fills_and_protective_orders_reach_the_state_and_later_reads_cost_nothing(streamed) -> None:
+    fake, broker = streamed.fake, streamed.broker
+    assert streamed.state.live and len(fake.reads(ACCOUNT)) == 1   # the bring-up snapshot, once
+    await opened_and_protected(streamed)
+    # The symbol was flat at bring-up, so stops placed before the stream began could exist unseen: its
+    # conditional orders are listed once (weight 1); from then on the stream keeps them.
+    await broker.protective_orders((await broker.positions())["BTCUSDT"])
+    assert len(fake.reads(ALGO_OPEN)) == 1
+    fake.requests.clear()
+
+    for _ in range(3):   # three ticks' reads
+        snapshot = await broker.account()
+        positions = await broker.positions()
+    position = positions["BTCUSDT"]
+    protection = await broker.protective_orders(position)
+
+    assert fake.requests == []   # balances, positions and stops all from the stream
+    assert position.quantity == Decimal("0.010") and position.entry_price == Decimal("50000")
+    assert (protection.stop_loss_id, protection.stop_loss_price) == ("tb-s1-SL", Decimal("48500.0"))
+    assert (protection.take_profit_id, protection.take_profit_price) == ("tb-s1-TP", Decimal("53000.0"))
+    rest_wallet = fake.default_account.wallet_balance
+    assert snapshot.wallet_balance == rest_wallet                      # the entry fee, from ACCOUNT_UPDATE
+    assert snapshot.available_balance <= rest_wallet - Decimal("25")   # 500 notional at 20×: never overstated
+
+
+async def test_a_stop_loss_fired_on_the_exchange_is_booked_from_its_events(streamed) -> None:
+    fake, broker = streamed.fake, streamed.broker
+    await opened_and_protected(streamed)
+    fake.set_mark_price("BTCUSDT", "48400")   # Binance triggers the stop
+    await until(lambda: streamed.state.position("BTCUSDT", 20) is None)
+    fake.requests.clear()
+
+    assert await broker.positions() == {}
+    assert streamed.state.open_algo_orders("BTCUSDT") == []   # the stop finished, the target expired with it
+    # Today's PnL from the fills' own events: entry fee 0.25, the stop's loss 16 and its fee 0.242.
+    assert await broker.realized_pnl_since("BTCUSDT", streamed.state.fills_seen_since_ms) == Decimal("-16.492")
+    assert fake.requests == []
+
+
+async def test_a_disconnect_is_a_gap_then_that_account_alone_is_reconciled(streamed) -> None:
+    fake, broker, state = streamed.fake, streamed.broker, streamed.state
+    await opened_and_protected(streamed)
+    reads_before = len(fake.reads(ACCOUNT))
+    fake.streams.pause_events(streamed.api_key)        # the events of the next fill are lost...
+    fake.manual_order("BTCUSDT", "BUY", Decimal("0.005"))   # ...a trade by hand during the gap
+    assert fake.streams.drop_stream_connections() >= 1
+    fake.streams.resume_events(streamed.api_key)
+
+    await until(lambda: state.live and len(fake.reads(ACCOUNT)) > reads_before, timeout=10)
+    assert len(fake.reads(ACCOUNT)) == reads_before + 1   # reconnected, then reconciled once over REST
+    assert (await broker.positions())["BTCUSDT"].quantity == Decimal("0.015")   # the hand trade is there
+
+
+async def test_an_expired_listen_key_is_replaced_and_the_account_reconciled(streamed) -> None:
+    fake, state = streamed.fake, streamed.state
+    old_key = fake.streams.listen_key_of(streamed.api_key)
+    creations = len(fake.orders_sent("/fapi/v1/listenKey"))
+    fake.streams.expire_listen_key(streamed.api_key)
+    await until(lambda: not state.live)
+    await until(lambda: state.live, timeout=10)
+
+    assert fake.streams.listen_key_of(streamed.api_key) not in (None, old_key)
+    assert len(fake.orders_sent("/fapi/v1/listenKey")) == creations + 1
+    await opened_and_protected(streamed)   # and events flow on the new key
+
+
+async def test_a_state_that_lost_its_stream_is_never_trusted(streamed) -> None:
+    fake, broker, state = streamed.fake, streamed.broker, streamed.state
+    await opened_and_protected(streamed)
+    fake.streams.pause_events(streamed.api_key)
+    fake.manual_order("BTCUSDT", "SELL", Decimal("0.010"))   # flat by hand; the stream does not say so
+    state.on_gap("test: events may have been lost")
+    fake.requests.clear()
+
+    assert await broker.positions() == {}                     # asked over REST, not the stale state
+    assert len(fake.reads(ACCOUNT)) >= 1
