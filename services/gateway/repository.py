@@ -4,8 +4,7 @@ Round trips per tick are O(1) in the number of bots (up to chunking): one
 ``update_many`` claims every free ACTIVE bot for the tick, one ``find`` reads
 them back with a projection, one ``bulk_write`` per chunk of 1000 stores the
 results and releases the leases, one ``insert_many`` per chunk of 1000 writes
-the TradeLogs. The weight planner adds one ``find`` on ``exchangeconnections``
-(non-secret fields only) when a weight budget is set.
+the TradeLogs.
 """
 
 from __future__ import annotations
@@ -23,15 +22,11 @@ from pymongo.errors import BulkWriteError, ConnectionFailure, PyMongoError
 
 from services.common.mongo_metrics import COMMAND_LISTENER
 from services.common.bot_documents import BOT_PROJECTION
-from services.gateway.weight_plan import LIVE_MODES
 
 log = logging.getLogger(__name__)
 
 BOTS = "botinstances"
 TRADE_LOGS = "tradelogs"
-CONNECTIONS = "exchangeconnections"
-# The weight planner needs each connection's mode; never the credentials (apiKey/apiSecret).
-CONNECTION_PROJECTION: dict[str, int] = {"_id": 1, "userId": 1, "mode": 1, "isActive": 1}
 CHUNK_SIZE = 1000
 WRITE_ATTEMPTS = 3
 DUPLICATE_KEY = 11000
@@ -104,22 +99,6 @@ class BotRepository:
                 in_progress.append(document)
             # else: became ACTIVE after the claim; the next tick takes it
         return ClaimedBots(claimed, in_progress)
-
-    async def connection_modes(self, user_ids: Sequence[Any]) -> list[dict[str, Any]]:
-        """The ACTIVE live/testnet exchange connections of these users, in one query, without any secret.
-
-        Only those cost exchange weight. The mode and isActive conditions come first
-        so a matcher that evaluates in order (the embedded mongoeco) skips paper
-        connections before the $in over every user; MongoDB uses its indexes.
-        """
-        if not user_ids:
-            return []
-        owners = [*user_ids, *(str(user_id) for user_id in user_ids)]  # the app may store either form
-        query = {"mode": {"$in": list(LIVE_MODES)}, "isActive": True, "userId": {"$in": owners}}
-        try:
-            return await self._db[CONNECTIONS].find(query, CONNECTION_PROJECTION).to_list()
-        except PyMongoError as error:
-            raise DatabaseUnavailable(type(error).__name__) from error
 
     async def write_results(self, tick_id: str, updates: Sequence[BotUpdate],
                             logs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:

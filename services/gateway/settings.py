@@ -15,6 +15,7 @@ from services.common.settings import (
     env_str,
 )
 from services.common.tls import client_tls_from_env, require_secure_targets
+from services.gateway.weight_plan import DEFAULT_WEIGHT_BUDGET
 from services.notifications.egress import IPNetwork, env_networks
 
 MIN_CRON_SECRET_LENGTH = 32
@@ -41,8 +42,9 @@ class GatewaySettings:
     group_work: bool = True
     # Time kept back from the deadline for the final bulk writes and the response.
     write_reserve_seconds: float = 10.0
-    # Binance request weight one tick may plan to spend on this egress IP (0: no planning).
-    weight_budget_per_tick: int = 1920
+    # Binance market-data weight one tick may plan on this egress IP: the market service's share
+    # (weight_plan.DEFAULT_WEIGHT_BUDGET, 360). 0: no planning.
+    weight_budget_per_tick: int = DEFAULT_WEIGHT_BUDGET
     mongodb_timeout_ms: int = 5000
     # Upstash (QStash) signed deliveries, accepted besides the bearer secret when a key is set.
     qstash_current_signing_key: str | None = None
@@ -98,7 +100,7 @@ class GatewaySettings:
             use_ai=env_bool("TICK_USE_AI", True, env=env),
             group_work=env_bool("TICK_GROUPING", True, env=env),
             write_reserve_seconds=min(10.0, deadline / 5),
-            weight_budget_per_tick=env_int("GATEWAY_WEIGHT_BUDGET_PER_TICK", 1920, minimum=0, maximum=100_000, env=env),
+            weight_budget_per_tick=env_int("GATEWAY_WEIGHT_BUDGET_PER_TICK", DEFAULT_WEIGHT_BUDGET, minimum=0, maximum=100_000, env=env),
             mongodb_timeout_ms=env_int("MONGODB_TIMEOUT_MS", 5000, minimum=100, env=env),
             qstash_current_signing_key=current_key,
             qstash_next_signing_key=next_key,

@@ -1,7 +1,7 @@
 """One tick: claim the bots, work in groups, fan out per bot, write in bulk.
 
     claim (update_many + find) -> parse each document
-      -> weight plan (one find on exchangeconnections): defer what the per-IP budget cannot carry
+      -> weight plan (arithmetic, no I/O): defer the bots whose market data the budget cannot carry
       -> per (symbol, interval): candles, once
         -> per (strategy, symbol, interval, params): one Analyze
           -> per bot, bounded concurrency: executor RunCycle (the bot's id, the tick's id, the signal;
@@ -158,7 +158,7 @@ class _Tick:
             return TickOutcome(self.tick_id, self.now, [], no_active_bots=True, timings=timings)
         order = [document.get("_id") for document in claimed.claimed]
         bots = self._parse(claimed.claimed)
-        bots = await self._plan_weight(bots)
+        bots = self._plan_weight(bots)
         if bots:
             await self.clients.wait_until_connected(min(CONNECT_WAIT_SECONDS, self.time_left() / 4))
         await self._run_groups(bots)
@@ -191,21 +191,12 @@ class _Tick:
 
     # --- 2. weight plan -------------------------------------------------------
 
-    async def _plan_weight(self, bots: list[BotDocument]) -> list[BotDocument]:
+    def _plan_weight(self, bots: list[BotDocument]) -> list[BotDocument]:
         if self.config.weight_budget <= 0 or not bots:
             return bots
-        connections: list[dict[str, Any]] | None
-        try:
-            connections = await asyncio.wait_for(
-                self.repository.connection_modes(sorted({bot.user_id for bot in bots})),
-                max(min(self.time_left() / 10, 5.0), 0.1),
-            )
-        except (DatabaseUnavailable, TimeoutError) as error:
-            log.warning("exchange connections unreadable; planning every bot as live", exc_info=error)
-            connections = None
-        plan = plan_weight(
-            weight_inputs(bots, connections), self.config.weight_budget, self.config.candle_limit
-        )
+        # Market data only: the executor's Binance reads are paced by its own governor and
+        # user-data streams (see weight_plan.py), so no exchange connection is read here.
+        plan = plan_weight(weight_inputs(bots), self.config.weight_budget, self.config.candle_limit)
         self.weight_plan = plan
         log.info("weight plan", extra={"needed": plan.needed, "planned": plan.planned, "budget": plan.budget})
         if not plan.deferred:
@@ -400,14 +391,18 @@ class _Tick:
         )
 
     def _skip(self, identity: BotIdentity, reason: str, data: dict[str, Any] | None = None) -> None:
-        log.warning("bot skipped", extra={"botInstanceId": str(identity.instance_id), "reason": reason})
+        # An IP ban blinds every account behind the IP: CRITICAL, so it reaches the users' SAFETY webhooks.
+        banned = "IP ban" in reason or "418" in reason
+        severity, action = ("CRITICAL", "EXCHANGE_BANNED") if banned else ("WARNING", "SKIPPED")
+        log.log(logging.CRITICAL if banned else logging.WARNING, "bot skipped",
+                extra={"botInstanceId": str(identity.instance_id), "reason": reason})
         message = f"Skipped this cycle: {reason}"
         self.outcomes[identity.instance_id] = _BotOutcome(
             _result(identity, "skipped", error=reason),
             records.release_update(),
             [
                 records.trade_log(
-                    identity, self.now, "SYSTEM", "WARNING", "SKIPPED", message, {"reason": reason, **(data or {})}
+                    identity, self.now, "SYSTEM", severity, action, message, {"reason": reason, **(data or {})}
                 )
             ],
         )
