@@ -53,8 +53,9 @@ ops-tools:
 certs: install
 	$(PY) -m services.devstack.certs --out certs $(CERTS_ARGS)
 
+# make bench [BOTS=N]: one paper tick per population; make bench LIVE=1 [BOTS=N]: live accounts, several ticks.
 bench: install
-	$(PY) -m bench $(if $(BOTS),--bots $(BOTS))
+	$(PY) -m bench $(if $(LIVE),--live) $(if $(BOTS),--bots $(BOTS))
 
 clean:
 	rm -rf $(VENV) generated data/dev

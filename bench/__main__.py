@@ -55,7 +55,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-backtest", action="store_true", help="skip the one-year backtest timing")
     parser.add_argument("--no-plot", action="store_true")
     parser.add_argument("--echo", action="store_true", help="print the services' log lines")
+    parser.add_argument("--live", action="store_true",
+                        help="live accounts (5 bots each) against the limit-enforcing exchange, several ticks")
+    parser.add_argument("--ticks", type=int, default=3, help="with --live: consecutive ticks per population")
     args = parser.parse_args(argv)
+    if args.live:
+        return _live(args)
     populations = args.bots or list(DEFAULT_POPULATIONS)
     options = RunOptions(args.binance_latency_ms, args.openai_latency_ms, echo=args.echo)
 
@@ -115,6 +120,33 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_plot:
         print(f"plot: {plot(rows, args.out / PLOT_PATH.name)}")
     return 0
+
+
+def _live(args: argparse.Namespace) -> int:
+    """``make bench LIVE=1 [BOTS=N]``: rows in live.json (other populations' rows kept), details, plot."""
+    from bench import live_report
+    from bench.live import LiveOptions, run_live
+
+    populations = args.bots or [1000, 10000]
+    options = LiveOptions(ticks=args.ticks, binance_latency_ms=min(args.binance_latency_ms, 20.0),
+                          openai_latency_ms=args.openai_latency_ms, echo=args.echo)
+    json_path = args.out / live_report.LIVE_JSON.name
+    details_path = args.out / live_report.LIVE_DETAILS_JSON.name
+    rows, details = live_report.load(json_path), live_report.load(details_path)
+    for bots in populations:
+        population = plan(bots, args.symbols)
+        print(f"== {bots} live bots on {len({bot.account for bot in population})} accounts, {args.ticks} ticks",
+              flush=True)
+        new_rows, new_details = run_live(population, options)
+        rows, details = live_report.merge(rows, new_rows), live_report.merge(details, new_details)
+        live_report.write(rows, json_path)
+        live_report.write(details, details_path)
+    print()
+    print(live_report.checks_text([row for row in rows if row["bots"] in populations]))
+    print(f"\nJSON: {json_path}")
+    if not args.no_plot:
+        print(f"plot: {live_report.plot(rows, details, args.out / live_report.LIVE_PLOT.name)}")
+    return 0 if all(passed for _, passed in live_report.checks([r for r in rows if r["bots"] in populations])) else 1
 
 
 def _render(json_path: Path, no_plot: bool) -> int:

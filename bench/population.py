@@ -107,16 +107,22 @@ def seed(db: Database, plans: Sequence[BotPlan], credentials_key: str) -> None:
             document["currentPosition"] = stored
             position_docs.append(paper)
         bot_docs.append(document)
-    _insert(db, "users", user_docs)
-    _insert(db, "exchangeconnections", connection_docs)
-    _insert(db, "botinstances", bot_docs)
-    _insert(db, "paperpositions", position_docs)
+    insert_chunked(db, "users", user_docs)
+    insert_chunked(db, "exchangeconnections", connection_docs)
+    insert_chunked(db, "botinstances", bot_docs)
+    insert_chunked(db, "paperpositions", position_docs)
 
 
-def _insert(db: Database, name: str, documents: list[dict[str, Any]], chunk: int = 250) -> None:
+def insert_chunked(db: Database, name: str, documents: list[dict[str, Any]], chunk: int = 250) -> None:
     # Small batches: mongoeco's insert cost grows with the collection, and it cancels long operations.
     for start in range(0, len(documents), chunk):
         db[name].insert_many(documents[start : start + chunk], ordered=False)
+
+
+def stored_position(bot: BotPlan, leverage: int, opened: datetime | None = None) -> dict[str, Any]:
+    """The bot's ``currentPosition``: far from any price the simulated feed reaches, so it stays open."""
+    opened = opened or datetime.now(UTC).replace(microsecond=0) - timedelta(hours=2)
+    return _position(bot, leverage, "", opened)[0]
 
 
 def _position(bot: BotPlan, leverage: int, connection_id: str, opened: datetime) -> tuple[dict[str, Any], dict[str, Any]]:

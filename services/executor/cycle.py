@@ -52,6 +52,7 @@ from services.common.weight_governor import deadline_var, waiting_at_most
 from services.executor.account_cache import AccountCache
 from services.executor.bot_config import BotSettings
 from services.executor.brokers.base import (
+    AccountNotReady,
     AccountSnapshot,
     Broker,
     Candle,
@@ -94,6 +95,23 @@ def _at_mark(position: ExchangePosition, mark: Decimal) -> ExchangePosition:
     return replace(position, mark_price=mark, unrealized_pnl=(mark - position.entry_price) * position.quantity * sign)
 
 
+def _awaiting_bring_up(cycle_input: CycleInput, not_ready: AccountNotReady) -> executor_pb2.RunCycleResponse:
+    """The account is being brought up (its first snapshot waits for exchange weight): nothing is decided on
+    an unknown account. The stored position is reported as it stands (watched by the account's stream, its
+    stop placed earlier on the exchange); the stop audit and any entry wait for the snapshot."""
+    response = executor_pb2.RunCycleResponse(reference_price=dec(cycle_input.market.price))
+    stored = cycle_input.stored_position
+    if stored is not None:
+        response.has_position = True
+        response.position.CopyFrom(stored)
+    response.decision = (f"waiting for the account's bring-up: no new entry, "
+                         f"{'the stored position is audited once it is read' if stored else 'nothing open'} "
+                         f"({not_ready.message})")
+    response.events.append(event("SYSTEM", "WARNING", "ACCOUNT_BRING_UP", response.decision, {}))
+    log.warning("account not brought up yet; cycle deferred", extra={"symbol": cycle_input.symbol})
+    return response
+
+
 def _would_enter(cycle: _Cycle) -> bool:
     """Whether a flat bot's signal asks for an entry (BUY or SELL above its confidence threshold)."""
     signal = cycle.input.signal
@@ -103,7 +121,7 @@ def _would_enter(cycle: _Cycle) -> bool:
 # A protected entry (fresh read, leftovers cancelled, entry, stop, target) gets this long, whatever its caller's
 # deadline; beyond it the next tick's audit takes over.
 ENTRY_PROTECTION_SECONDS = 60.0
-ENTRY_WEIGHT_WAIT_SECONDS = 2.0   # an entry waits this long for exchange weight, then waits for a later tick
+ENTRY_WEIGHT_WAIT_SECONDS = 0.0   # an entry (and its day's PnL read) takes only the weight there is now, else waits for a later tick
 
 
 async def _beyond_the_caller(work: Coroutine[Any, Any, None], seconds: float) -> None:
@@ -288,8 +306,12 @@ class CycleRunner:
         tick_id, symbol = cycle_input.tick_id, cycle_input.symbol
         # Fail closed: if either read raises, the error ends the cycle and nothing is opened.
         # Both are read once per (connection, tick) and shared by the account's bots.
-        account = await self._accounts.get(connection_id, tick_id, broker.account)
-        position = await self._accounts.position(connection_id, tick_id, symbol, broker.positions, broker.position)
+        try:
+            account = await self._accounts.get(connection_id, tick_id, broker.account)
+            position = await self._accounts.position(connection_id, tick_id, symbol, broker.positions,
+                                                     broker.position)
+        except AccountNotReady as not_ready:
+            return _awaiting_bring_up(cycle_input, not_ready)
         # Only an open position has a mark to move and stops to trigger (the paper broker simulates
         # them on this market view): afterwards the symbol is read again, its stop may have filled.
         if position is not None:
@@ -309,18 +331,19 @@ class CycleRunner:
             # Flat, not about to enter and nothing closed just now: today's PnL decides nothing, so it is not
             # read (on Binance it costs weight; the response then reports it unknown, never 0).
             if position is not None or cycle.closed or _would_enter(cycle):
-                daily = await self._accounts.daily_pnl(
-                    connection_id, tick_id, symbol, utc_midnight_ms(self._clock()),
-                    broker.realized_pnl_by_symbol_since, broker.realized_pnl_since,
-                )
+                with waiting_at_most(ENTRY_WEIGHT_WAIT_SECONDS):   # never hold the tick for it
+                    daily = await self._accounts.daily_pnl(
+                        connection_id, tick_id, symbol, utc_midnight_ms(self._clock()),
+                        broker.realized_pnl_by_symbol_since, broker.realized_pnl_since,
+                    )
         except ResourceExhausted as error:
             if position is None:   # the exchange's weight budget is spent: this entry waits for a later tick
                 cycle.entry_deferred = (f"entry deferred: today's realised PnL of {symbol} is not read yet "
                                         f"({error.message})")
-            else:
-                cycle.note("ERROR", "ERROR", "DAILY_PNL_UNKNOWN",
-                           f"today's realised PnL of {symbol} could not be read ({error.message}); no new entry, "
-                           "the open position is still audited and protected")
+            else:   # the read waits for a later tick; the position is judged on its open loss meanwhile
+                cycle.note("SYSTEM", "WARNING", "DAILY_PNL_DEFERRED",
+                           f"today's realised PnL of {symbol} is not read yet ({error.message}); no new entry, "
+                           "the open position is audited and protected, its open loss checked against the limit")
         except TradebotError as error:
             if position is None:
                 raise   # nothing to protect, and no entry without today's PnL

@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import threading
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from decimal import Decimal
@@ -207,6 +208,15 @@ class FakeBinanceExchange:
     @property
     def ws_connection_attempts(self) -> int:
         return self.streams.ws_connection_attempts
+
+    def duplicate_client_order_ids(self) -> list[str]:
+        """Client order ids the exchange accepted more than once, over every account (must stay empty)."""
+        def scan() -> list[str]:
+            seen: Counter[str] = Counter()
+            for account in self.futures.accounts.values():
+                seen.update(str(order.get("clientOrderId")) for order in account.orders)
+            return sorted(cid for cid, times in seen.items() if times > 1)
+        return self._on_loop(scan)
 
     def stats(self) -> dict[str, Any]:
         pool = self.pool

@@ -70,7 +70,7 @@ class AccountShared:
     baseline_locks: dict[str, asyncio.Lock] = field(default_factory=dict)
     _not_found: dict[str, float] = field(default_factory=dict)
     own_order_settle_s: float = OWN_ORDER_SETTLE_S
-    _own_orders: dict[str, float] = field(default_factory=dict)   # symbol -> clock() of our last order on it
+    _own_orders: dict[str, tuple[float, set[str]]] = field(default_factory=dict)   # symbol -> (when, client ids)
     _account_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     _account_answer: tuple[float, Any, set[str]] | None = None
 
@@ -110,14 +110,22 @@ class AccountShared:
         at = self._not_found.pop(client_order_id, None)   # trusted once: the entry about to be sent
         return at is not None and self.clock() - at < NOT_FOUND_MEMO_S
 
-    def order_sent(self, symbol: str) -> None:
-        self._own_orders[symbol] = self.clock()
+    def order_sent(self, symbol: str, client_order_id: str = "") -> None:
+        now = self.clock()
+        at, ids = self._own_orders.get(symbol, (now, set()))
+        if now - at >= self.own_order_settle_s:
+            ids = set()
+        self._own_orders[symbol] = (now, ids | ({client_order_id} if client_order_id else set()))
 
     def recent_own_order(self, symbol: str) -> bool:
         """Whether our own order on ``symbol`` is so recent that the stream may not have reported it yet
         (the ORDER_TRADE_UPDATE and the ACCOUNT_UPDATE of a fill arrive separately, after the REST answer)."""
-        at = self._own_orders.get(symbol)
-        return at is not None and self.clock() - at < self.own_order_settle_s
+        entry = self._own_orders.get(symbol)
+        return entry is not None and self.clock() - entry[0] < self.own_order_settle_s
+
+    def recent_own_orders(self, symbol: str) -> set[str]:
+        """The client ids of our recent market orders on ``symbol`` (see ``recent_own_order``)."""
+        return set(self._own_orders[symbol][1]) if self.recent_own_order(symbol) else set()
 
     def baseline_lock(self, symbol: str) -> asyncio.Lock:
         lock = self.baseline_locks.get(symbol)

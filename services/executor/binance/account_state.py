@@ -39,6 +39,7 @@ TRADES_KEPT_MS = 48 * 3600 * 1000
 MAX_ORDERS = 2000
 OPEN_ALGO_STATUS = "NEW"
 STREAM_START_MARGIN_MS = 1000
+FINAL_ORDER_STATES = frozenset({"FILLED", "CANCELED", "EXPIRED", "REJECTED", "EXPIRED_IN_MATCH"})
 
 
 def _dec(value: Any) -> Decimal:
@@ -79,6 +80,7 @@ class AccountState:
         self._orders: OrderedDict[str, dict[str, Any]] = OrderedDict()   # clientOrderId -> REST-shaped row
         self._trades: dict[str, list[dict[str, Any]]] = {}          # symbol -> userTrades-shaped rows
         self._leverage: dict[str, int] = {}
+        self._position_event_ms: dict[str, int] = {}   # symbol -> T of the last ACCOUNT_UPDATE that moved it
         self._fills_seen_since_ms: int | None = None
         self.events = 0
 
@@ -123,7 +125,8 @@ class AccountState:
 
     # ------------------------------------------------------------ reconcile
     def begin_reconcile(self) -> None:
-        self._buffer = []
+        if self._buffer is None:   # a reconcile that failed keeps its buffer: its fills must not be lost
+            self._buffer = []
 
     def load_snapshot(self, account: Mapping[str, Any], open_algo_orders: Iterable[Mapping[str, Any]] | None, *,
                       algo_symbols: Iterable[str] | None = None) -> None:
@@ -173,6 +176,18 @@ class AccountState:
         if position is None or position.amount == 0:
             return None
         return self._exchange_position(symbol, position, leverage)
+
+    def caught_up_with(self, symbol: str, client_order_ids: Iterable[str]) -> bool:
+        """Whether these orders of ours on ``symbol`` have all been reported final, and the position moves
+        they caused too (an ACCOUNT_UPDATE at least as recent as the last of them)."""
+        latest = 0
+        for client_id in client_order_ids:
+            order = self._orders.get(client_id)
+            if order is None or order.get("status") not in FINAL_ORDER_STATES:
+                return False
+            if order.get("status") in ("FILLED", "PARTIALLY_FILLED") or _dec(order.get("executedQty")) > 0:
+                latest = max(latest, int(order.get("updateTime") or 0))
+        return latest == 0 or self._position_event_ms.get(symbol, 0) >= latest
 
     def leverage(self, symbol: str) -> int | None:
         """The leverage Binance reported for the symbol (ACCOUNT_CONFIG_UPDATE), if any since the stream began."""
@@ -246,6 +261,7 @@ class AccountState:
             current = self._positions.get(symbol)
             if snapshot and current is not None and when < current.updated_ms:
                 continue   # the snapshot already holds something newer
+            self._position_event_ms[symbol] = max(when, self._position_event_ms.get(symbol, 0))
             amount = _dec(row.get("pa"))
             if amount == 0:
                 self._positions.pop(symbol, None)

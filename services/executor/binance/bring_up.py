@@ -9,9 +9,13 @@ that account alone, and only once its stream is live again, so no event can
 fall between the snapshot and the stream.
 
 The snapshot is taken by whoever needs it first: a cycle that finds the
-account's stream live but not reconciled takes it in its own time (it needs
-the account anyway), otherwise a background worker does, on the governor's
-background share, so a tick's own reads and orders always find room.
+account's stream live but not reconciled takes it if the weight is there
+right now (it needs the account anyway), otherwise a worker does, waiting for
+weight as long as it takes. Until then the account's bots are served without
+decisions (``AccountNotReady``: no entry, the stored position reported, the
+stop audit waiting). Snapshots outrank today's-PnL reads, which use the
+governor's background share; orders weigh nothing on the IP, so a tick's
+protective orders always go out.
 
 Replicas: each executor process holds the streams of the accounts its cycles
 touch. Two replicas serving one account both hold a stream on the same
@@ -40,6 +44,7 @@ from services.executor.binance.records import account_rows, dec
 log = logging.getLogger(__name__)
 
 FIRST_CONTACT_WAIT_S = 3.0      # a new account's first cycle waits this long for its stream before using REST
+STREAM_FALLBACK_S = 120.0       # a stream not live after this long: the account is read over REST meanwhile
 RETRY_DELAY_S = 5.0
 RECONCILE_WORKERS = 4
 
@@ -71,6 +76,8 @@ class AccountStreams:
         self.hub = hub
         self._accounts: dict[str, tuple[AccountShared, AccountRest]] = {}
         self._locks: dict[str, asyncio.Lock] = {}
+        self._first_contact: dict[str, asyncio.Event] = {}   # set once a new account's stream had its chance
+        self._watched_at: dict[str, float] = {}
         self._queue: asyncio.Queue[str] = asyncio.Queue()
         self._queued: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -90,11 +97,16 @@ class AccountStreams:
         state = shared.state or AccountState(clock=lambda: time.time() + offset.offset_ms / 1000)
         shared.state = state
         self._accounts[account_id] = (shared, rest)
+        first_contact = self._first_contact[account_id] = asyncio.Event()
+        self._watched_at[account_id] = time.monotonic()
         self._spawn(self._add(account_id, rest, state))
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(FIRST_CONTACT_WAIT_S):
-                while not self.hub.is_live(account_id):
-                    await asyncio.sleep(0.05)
+        try:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(FIRST_CONTACT_WAIT_S):
+                    while not self.hub.is_live(account_id):
+                        await asyncio.sleep(0.05)
+        finally:
+            first_contact.set()
 
     async def _add(self, account_id: str, rest: AccountRest, state: AccountState) -> None:
         _background()
@@ -107,12 +119,27 @@ class AccountStreams:
             return False
         if state.live:
             return True
+        first_contact = self._first_contact.get(shared.account_id)
+        if first_contact is not None and not first_contact.is_set():
+            # Another bot of this account is giving its new stream a moment: one snapshot serves both,
+            # where reading now would cost a REST read and then the reconcile's.
+            await first_contact.wait()
         if not self.hub.is_live(shared.account_id):
             return False
         await self._reconcile(shared.account_id)
         return state.live
 
     # ------------------------------------------------------------ reconcile
+    def coming_up(self, account_id: str) -> bool:
+        """The account's stream is not live yet but still has time to come up (a WebSocket that cannot
+        come up at all must not leave the account unread: past ``STREAM_FALLBACK_S`` REST serves it)."""
+        since = self._watched_at.get(account_id)
+        return (since is not None and not self.hub.is_live(account_id)
+                and time.monotonic() - since < STREAM_FALLBACK_S)
+
+    def queued(self) -> int:
+        return len(self._queued)
+
     def schedule(self, account_id: str) -> None:
         if account_id not in self._queued:
             self._queued.add(account_id)
@@ -124,7 +151,7 @@ class AccountStreams:
                 self._spawn(self._work())
 
     async def _work(self) -> None:
-        _background()
+        _no_deadline()   # a snapshot outranks today's-PnL reads (background share): the account is blind without it
         while True:
             account_id = await self._queue.get()
             self._queued.discard(account_id)
@@ -188,3 +215,9 @@ def _background() -> None:
     """This task's requests are background work: no caller deadline, the governor's background share."""
     deadline_var.set(None)
     background_var.set(True)
+
+
+def _no_deadline() -> None:
+    """This task waits for weight on its own clock (``BINANCE_WEIGHT_MAX_WAIT_SECONDS``), not a caller's."""
+    deadline_var.set(None)
+    background_var.set(False)

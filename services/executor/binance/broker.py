@@ -20,24 +20,29 @@ go over REST through the process's weight governor. What it guarantees:
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import logging
+from collections.abc import AsyncIterator
 from decimal import Decimal
 from typing import Any
 
 from services.common.binance_client import ConfiguredAsyncClient
-from services.common.errors import FailedPrecondition, InvalidArgument, Unavailable
+from services.common.errors import FailedPrecondition, InvalidArgument, ResourceExhausted, Unavailable
 from services.common.jsonlog import register_secret
+from services.common.weight_governor import waiting_at_most
 from services.executor.binance import errors as errs
 from services.executor.binance.account import AccountShared, shared_state
 from services.executor.binance.account_state import AccountState
 from services.executor.binance.bring_up import AccountStreams
 from services.executor.binance.history import History
-from services.executor.binance.orders import Orders
+from services.executor.binance.orders import STREAM_POLL_S, Orders
 from services.executor.binance.protection import Protection
 from services.executor.binance.rest import AccountRest, BrokerTuning
 from services.executor.binance.symbol_settings import SymbolSettings
 from services.executor.brokers.base import (
+    AccountNotReady,
     AccountSnapshot,
     ClosedTradeRecord,
     EntryOrder,
@@ -59,6 +64,7 @@ logger = logging.getLogger(__name__)
 
 MARGIN_TYPES = {"ISOLATED": "ISOLATED", "CROSSED": "CROSSED", "CROSS": "CROSSED"}
 EXECUTOR_WEIGHT_SHARE = 0.8   # of the IP's weight, by default; the market service takes 0.15
+BRING_UP_WAIT_S = 0.0         # a cycle takes its account's first snapshot only if the weight is there now
 
 
 def account_id_of(futures_url: str, api_key: str) -> str:
@@ -106,19 +112,42 @@ class BinanceFuturesBroker:
             self._shared.hedge_mode = True
         return assets, rows
 
+    @contextlib.asynccontextmanager
+    async def _bringing_up(self) -> AsyncIterator[None]:
+        """With streams on, an account not reconciled yet is being brought up: its reads wait at most
+        ``BRING_UP_WAIT_S`` for weight, else ``AccountNotReady`` (the background bring-up takes the
+        snapshot, spread over the budget, and the cycle defers) rather than holding the tick for a minute."""
+        if self.streams is None:
+            yield
+            return
+        try:
+            with waiting_at_most(BRING_UP_WAIT_S):
+                yield
+        except ResourceExhausted as error:
+            self.streams.schedule(self._shared.account_id)
+            raise AccountNotReady(f"account being brought up, its snapshot waits for exchange weight "
+                                  f"({self.streams.queued()} accounts queued): {error.message}",
+                                  retry_after=error.retry_after) from None
+
     async def _reconciled_state(self) -> AccountState | None:
         """The stream's state for a whole-account read: reconciled now if the stream is live and the
-        state is not (the snapshot this read would take anyway), else None and the read goes to REST."""
+        state is not (the snapshot this read would take anyway), else None and the read goes to REST.
+        A stream still coming up is given ``STREAM_FALLBACK_S`` before REST is read instead: reading
+        now would cost the REST read and, moments later, the reconcile's."""
         state = self._shared.live_state()
-        if state is None and self.streams is not None and await self.streams.ensure_reconciled(self._shared):
-            state = self._shared.live_state()
+        if state is None and self.streams is not None:
+            if await self.streams.ensure_reconciled(self._shared):
+                return self._shared.live_state()
+            if self.streams.coming_up(self._shared.account_id):
+                raise ResourceExhausted("its user-data stream is coming up")
         return state
 
     async def account(self) -> AccountSnapshot:
-        state = await self._reconciled_state()
-        if state is not None:
-            return state.account()
-        assets, _ = await self._account_info("balances")
+        async with self._bringing_up():
+            state = await self._reconciled_state()
+            if state is not None:
+                return state.account()
+            assets, _ = await self._account_info("balances")
         for row in assets:
             if row.get("asset") == QUOTE_ASSET:
                 return AccountSnapshot(available_balance=dec(row, "availableBalance"),
@@ -129,10 +158,11 @@ class BinanceFuturesBroker:
         """Every open position: from the stream when live, else the same ``/fapi/v3/account`` answer as
         ``account()`` (one request per tick; its rows give entry and mark price exactly, see
         ``parse_account_positions``)."""
-        state = await self._reconciled_state()
-        if state is not None:
-            return state.positions(self._settings.leverages(self._shared.account_id))
-        _, rows = await self._account_info("positions")
+        async with self._bringing_up():
+            state = await self._reconciled_state()
+            if state is not None:
+                return state.positions(self._settings.leverages(self._shared.account_id))
+            _, rows = await self._account_info("positions")
         return parse_account_positions(rows, self._settings.leverages(self._shared.account_id))
 
     async def position(self, symbol: str) -> ExchangePosition | None:
@@ -140,7 +170,7 @@ class BinanceFuturesBroker:
         answer, so positionRisk (weight 5) is asked then; otherwise the stream's state when it is live."""
         state = self._shared.live_state()
         leverage = self._settings.leverage(self._shared.account_id, symbol) or 1
-        if state is not None and not self._shared.recent_own_order(symbol):
+        if state is not None and await self._caught_up(state, symbol):
             return state.position(symbol, leverage)
         client = self.rest.client
         rows = await self.rest.read(f"position read for {symbol}",
@@ -148,6 +178,22 @@ class BinanceFuturesBroker:
         if not isinstance(rows, list):
             raise Unavailable(f"Binance position answer for {symbol} is not a list")
         return parse_position(rows, symbol, leverage)
+
+    async def _caught_up(self, state: AccountState, symbol: str) -> bool:
+        """No recent order of ours on the symbol, or the stream has reported them and what they moved
+        (awaited up to ``stream_wait_s``: Binance pushes both within milliseconds of the fill)."""
+        pending = self._shared.recent_own_orders(symbol)
+        if not self._shared.recent_own_order(symbol):
+            return True
+        if not pending:
+            return False   # a cancel or the like: nothing to wait for, ask REST
+        waited = 0.0
+        while not state.caught_up_with(symbol, pending):
+            if waited >= self.tuning.stream_wait_s or not state.live:
+                return False
+            await asyncio.sleep(STREAM_POLL_S)
+            waited += STREAM_POLL_S
+        return True
 
     # ------------------------------------------------------------ settings
     async def prepare_symbol(self, symbol: str, leverage: int, margin_type: str) -> None:
@@ -185,14 +231,14 @@ class BinanceFuturesBroker:
         return await self._orders.find_entry(symbol, client_order_id)
 
     async def open_position(self, order: EntryOrder) -> Fill:
-        self._shared.order_sent(order.symbol)
+        self._shared.order_sent(order.symbol, order.client_order_id)
         return await self._orders.open_position(order)
 
     async def close_position(self, symbol: str, client_order_id: str, reason: str) -> Fill | None:
         current = await self.position(symbol)
         if current is None:
             return None
-        self._shared.order_sent(symbol)
+        self._shared.order_sent(symbol, client_order_id)
         return await self._orders.close_position(current, client_order_id, reason)
 
     # ------------------------------------------------------------ protection

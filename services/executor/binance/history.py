@@ -17,6 +17,7 @@ import time
 from decimal import Decimal
 from typing import Any
 
+from services.common.weight_governor import background_var
 from services.executor.binance.account import PnlBaseline
 from services.executor.binance.rest import AccountRest
 from services.executor.brokers.base import ClosedTradeRecord, PositionSide
@@ -83,7 +84,17 @@ class History:
         return list(rows.values())
 
     async def realized_pnl_since(self, symbol: str, since_ms: int) -> Decimal:
-        """Realised PnL net of commissions since ``since_ms`` (see the module docstring)."""
+        """Realised PnL net of commissions since ``since_ms`` (see the module docstring). Its REST reads are
+        background work for the governor: they never take the room a tick's reads and orders need; when
+        none is left the caller gets ``ResourceExhausted`` (an entry waits, a position keeps its open-loss
+        check) and the read is tried again at the next tick, so first-contact reads spread over minutes."""
+        token = background_var.set(True)
+        try:
+            return await self._realized_pnl_since(symbol, since_ms)
+        finally:
+            background_var.reset(token)
+
+    async def _realized_pnl_since(self, symbol: str, since_ms: int) -> Decimal:
         state = self._shared.live_state()
         seen_from = state.fills_seen_since_ms if state is not None else None
         if state is None or seen_from is None:

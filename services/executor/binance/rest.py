@@ -43,7 +43,7 @@ class BrokerTuning:
     retry_wait_s: float = 0.1       # first back-off between read attempts, doubling, capped at 2 s
     resolve_attempts: int = 4       # look-ups by client id before an unknown outcome is reported
     resolve_wait_s: float = 0.2     # wait before the n-th look-up: n × this
-    stream_wait_s: float = 1.0      # how long an own order's stream events are awaited before REST is asked
+    stream_wait_s: float = 2.0      # how long an own order's stream events are awaited before REST is asked
 
 
 class AccountRest:

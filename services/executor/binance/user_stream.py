@@ -40,6 +40,7 @@ from typing import Any, Protocol
 import websockets
 from websockets.asyncio.client import ClientConnection, connect
 
+from services.common.errors import ResourceExhausted
 from services.common.jsonlog import register_secret
 
 log = logging.getLogger(__name__)
@@ -160,7 +161,11 @@ class UserStreamHub:
         """Create (or fetch the active) key and put it on a connection; on failure, retry later."""
         try:
             key = await account.keys.create()
-        except Exception as error:   # REST trouble (weight budget, exchange down): try again later
+        except ResourceExhausted as error:   # the weight budget: room comes back within the minute
+            delay = max(error.retry_after, 1.0) + random.uniform(0.0, 5.0)
+            self._spawn(self._later(delay, self._new_key(account, attempt)))
+            return
+        except Exception as error:   # REST trouble (exchange down): try again later, backing off
             delay = min(300.0, 5.0 * 2 ** attempt) * random.uniform(0.5, 1.0)
             log.warning("listenKey creation failed; retrying", extra={"account": account.account_id,
                                                                        "error": str(error)[:200], "retryInSeconds": round(delay)})

@@ -19,7 +19,14 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Literal, Protocol
 
+from services.common.errors import ResourceExhausted
+
 PositionSide = Literal["LONG", "SHORT"]
+
+
+class AccountNotReady(ResourceExhausted):
+    """The account's state is not known yet: its first contact (or a reconcile after a stream gap) waits for
+    exchange weight. Nothing may be decided on it; the cycle reports the stored position and defers."""
 
 
 @dataclass(frozen=True)
