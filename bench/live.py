@@ -142,9 +142,6 @@ def run_live(plans: Sequence[BotPlan], options: LiveOptions) -> tuple[list[dict[
                                 "ws_connection_attempts": stats["ws_connection_attempts"],
                                 "not_served": _reasons(body.get("results", []))})
                 details[-1]["duplicate_client_order_ids"] = exchange.duplicate_client_order_ids()
-                details[-1]["entries_deferred"] = _count_events(client_uri=mongo_uri, database=database,
-                                                                actions=("ENTRY_DEFERRED", "ACCOUNT_BRING_UP",
-                                                                         "DAILY_PNL_DEFERRED"))
                 print(f"   tick {tick}: {wall:.1f} s, served {rows[-1]['served']}/{len(plans)}, "
                       f"peak weight {stats['peak_used_1m']}, REST {stats['rest_requests']}", flush=True)
         finally:
@@ -163,15 +160,6 @@ def _reasons(results: Sequence[dict[str, Any]]) -> dict[str, int]:
             reason = "".join("#" if ch.isdigit() else ch for ch in str(result.get("error") or ""))[:90]
             counts[f"{result.get('status')}: {reason}"] += 1
     return dict(counts.most_common(8))
-
-
-def _count_events(*, client_uri: str, database: str, actions: Sequence[str]) -> dict[str, int]:
-    """TradeLog entries so far, by action: how often an entry or an audit waited for the account's bring-up."""
-    client: MongoClient = MongoClient(client_uri)
-    try:
-        return {action: client[database]["tradelogs"].count_documents({"action": action}) for action in actions}
-    finally:
-        client.close()
 
 
 def live_environment(exchange: FakeBinanceExchange, openai_url: str) -> dict[str, dict[str, str]]:

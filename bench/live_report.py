@@ -94,3 +94,12 @@ def plot(rows: Sequence[dict[str, Any]], details: Sequence[dict[str, Any]], path
     figure.savefig(path, dpi=110)
     plt.close(figure)
     return path
+
+
+def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
+    """The rows as the README shows them."""
+    columns = ("bots", "accounts", "tick", "tick_seconds", "served", "skipped", "failed", "peak_used_weight_1m",
+               "answered_429", "answered_418", "sent_after_429", "rest_requests", "ws_connections")
+    lines = ["| " + " | ".join(columns) + " |", "|" + "|".join("---:" for _ in columns) + "|"]
+    lines += ["| " + " | ".join(str(row[column]) for column in columns) + " |" for row in rows]
+    return "\n".join(lines)
