@@ -61,8 +61,3 @@ def server_clock(host: str) -> ServerClock:
     if clock is None:
         clock = _clocks[host] = ServerClock()
     return clock
-
-
-def reset_server_clocks() -> None:
-    """Tests: forget every measured offset."""
-    _clocks.clear()

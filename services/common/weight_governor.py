@@ -33,8 +33,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 from services.common import metrics
 from services.common.binance_weights import IP_WEIGHT_LIMIT_1M
@@ -93,14 +92,10 @@ class Ticket:
 
 @dataclass
 class GovernorStats:
-    sent: int = 0
-    weight_sent: int = 0
     answered_429: int = 0
     answered_418: int = 0
     refused: int = 0               # callers told RESOURCE_EXHAUSTED (deadline too short for the wait)
     waited: int = 0                # callers that waited for the next minute or the end of a pause
-    peak_ip_used: int = 0
-    by_path: dict[str, int] = field(default_factory=dict)
 
 
 class WeightGovernor:
@@ -179,10 +174,6 @@ class WeightGovernor:
         while True:
             if self.has_room(weight, background=background):
                 self._in_flight += weight
-                self.stats.sent += 1
-                self.stats.weight_sent += weight
-                path = what.split(" ", 1)[-1]
-                self.stats.by_path[path] = self.stats.by_path.get(path, 0) + weight
                 if waited:
                     self.stats.waited += 1
                 return Ticket(weight, self._minute, what)
@@ -209,7 +200,6 @@ class WeightGovernor:
         reported = _int(headers.get(WEIGHT_HEADER) or headers.get(WEIGHT_HEADER.lower()))
         if reported is not None:
             self._ip_seen = max(self._ip_seen, reported)
-            self.stats.peak_ip_used = max(self.stats.peak_ip_used, reported)
             metrics.EXCHANGE_WEIGHT_USED.set(reported)
         if status == 429:
             self.stats.answered_429 += 1
@@ -236,12 +226,6 @@ class WeightGovernor:
         until = self._server_now() + max(1.0, seconds)
         if until > self._paused_until:
             self._paused_until, self._pause_reason = until, reason
-
-    def snapshot(self) -> dict[str, Any]:
-        return {"ipUsed": self.ip_used(), "ownUsed": self.own_used(), "processCap": self.settings.process_cap,
-                "ipCap": self.settings.ip_cap, "pauseSeconds": round(self.pause_left(), 1),
-                "answered429": self.stats.answered_429, "answered418": self.stats.answered_418,
-                "refused": self.stats.refused, "sent": self.stats.sent}
 
 
 def _int(raw: str | None) -> int | None:
@@ -280,10 +264,6 @@ def governor_for(host: str, *, default_share: float = 1.0, settings: GovernorSet
                                                      clock=clock, server_offset_s=lambda: offset.offset_ms / 1000)
     return governor
 
-
-def reset_governors() -> None:
-    """Tests: forget every governor (and its pauses)."""
-    _governors.clear()
 
 
 @contextmanager

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from services.common.errors import InvalidArgument, ResourceExhausted, Unavailable
+from services.common.errors import InvalidArgument, Unavailable
 from services.common.settings import SettingsError
 from services.market.cache import Loaded, SingleFlightCache
 from services.common.intervals import close_time_of, open_time_containing, validate_interval

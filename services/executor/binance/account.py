@@ -142,8 +142,3 @@ def shared_state(account_id: str) -> AccountShared:
     if state is None:
         state = _accounts[account_id] = AccountShared(account_id=account_id)
     return state
-
-
-def reset_shared_states() -> None:
-    """Tests: forget every account's shared state."""
-    _accounts.clear()

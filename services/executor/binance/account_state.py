@@ -32,9 +32,9 @@ from collections.abc import Callable, Iterable, Mapping
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from services.executor.binance.records import QUOTE_ASSET, trade_pnl
 from services.executor.brokers.base import AccountSnapshot, ExchangePosition
 
-QUOTE_ASSET = "USDT"
 TRADES_KEPT_MS = 48 * 3600 * 1000
 MAX_ORDERS = 2000
 OPEN_ALGO_STATUS = "NEW"
@@ -69,7 +69,6 @@ class AccountState:
         self._clock = clock
         self._stream_live = False
         self._reconciled = False
-        self._stale_reason: str | None = "not reconciled yet"
         self._buffer: list[Mapping[str, Any]] | None = None
         self._wallet = Decimal(0)
         self._available = Decimal(0)
@@ -82,7 +81,6 @@ class AccountState:
         self._leverage: dict[str, int] = {}
         self._position_event_ms: dict[str, int] = {}   # symbol -> T of the last ACCOUNT_UPDATE that moved it
         self._fills_seen_since_ms: int | None = None
-        self.events = 0
 
     # ------------------------------------------------------------ stream side
     def on_live(self) -> None:
@@ -97,12 +95,10 @@ class AccountState:
         self._stream_live = False
         self._algo_symbols = set()
         self._reconciled = False
-        self._stale_reason = reason
         self._buffer = None
         self._fills_seen_since_ms = None   # fills may have been missed: the day needs REST again
 
     def on_event(self, event: Mapping[str, Any]) -> None:
-        self.events += 1
         if self._buffer is not None:
             self._buffer.append(event)
             return
@@ -111,12 +107,6 @@ class AccountState:
     @property
     def live(self) -> bool:
         return self._stream_live and self._reconciled
-
-    @property
-    def stale_reason(self) -> str | None:
-        if self.live:
-            return None
-        return self._stale_reason if self._stale_reason else "stream not live"
 
     @property
     def fills_seen_since_ms(self) -> int | None:
@@ -160,7 +150,6 @@ class AccountState:
         for event in buffered:
             self._apply(event, snapshot=True)
         self._reconciled = True
-        self._stale_reason = None
 
     # ------------------------------------------------------------ reads
     def account(self) -> AccountSnapshot:
@@ -216,11 +205,8 @@ class AccountState:
         return [row for row in self._trades.get(symbol, []) if int(row["time"]) >= since_ms]
 
     def realized_pnl_since(self, symbol: str, since_ms: int) -> Decimal:
-        total = Decimal(0)
-        for row in self.trades(symbol, since_ms):
-            fee = abs(_dec(row["commission"])) if row.get("commissionAsset") == QUOTE_ASSET else Decimal(0)
-            total += _dec(row["realizedPnl"]) - fee
-        return total
+        """The fills seen, each counted as ``userTrades`` rows are (``records.trade_pnl``)."""
+        return sum((trade_pnl(row) for row in self.trades(symbol, since_ms)), Decimal(0))
 
     def _exchange_position(self, symbol: str, position: _Position, leverage: int) -> ExchangePosition:
         leverage = self._leverage.get(symbol, leverage)

@@ -97,16 +97,6 @@ def parse_account_positions(rows: Iterable[Mapping[str, Any]],
     return positions
 
 
-def income_pnl(rows: Iterable[Mapping[str, Any]], symbol: str, since_ms: int) -> Decimal:
-    """Realised PnL plus USDT commissions of ``symbol`` in income rows stamped from ``since_ms`` on."""
-    return sum(
-        (dec(r, "income") for r in rows
-         if r.get("symbol") == symbol and r.get("incomeType") in ("REALIZED_PNL", "COMMISSION")
-         and r.get("asset", QUOTE_ASSET) == QUOTE_ASSET and int(r.get("time", 0)) >= since_ms),
-        Decimal(0),
-    )
-
-
 def trade_pnl(trade: Mapping[str, Any]) -> Decimal:
     """What one userTrades fill adds to the income history: its realised PnL minus a USDT commission."""
     fee = abs(dec(trade, "commission")) if trade.get("commissionAsset", QUOTE_ASSET) == QUOTE_ASSET else Decimal(0)
