@@ -26,6 +26,7 @@ Memory is bounded for thousands of accounts in one process: fills of the last
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
@@ -39,6 +40,7 @@ TRADES_KEPT_MS = 48 * 3600 * 1000
 MAX_ORDERS = 2000
 OPEN_ALGO_STATUS = "NEW"
 STREAM_START_MARGIN_MS = 1000
+STREAM_POLL_S = 0.02
 FINAL_ORDER_STATES = frozenset({"FILLED", "CANCELED", "EXPIRED", "REJECTED", "EXPIRED_IN_MATCH"})
 
 
@@ -301,3 +303,15 @@ class AccountState:
             "closePosition": _truthy(order.get("cp")), "reduceOnly": _truthy(order.get("R")),
             "quantity": str(order.get("q", "0")), "algoStatus": OPEN_ALGO_STATUS, "updateTime": when,
         }
+
+
+async def reported_within(seconds: float, condition: Callable[[], bool], poll_s: float = STREAM_POLL_S) -> bool:
+    """Whether ``condition`` holds within ``seconds``: for what the stream reports moments after a REST
+    answer (our own fills, a new connection's subscription)."""
+    waited = 0.0
+    while not condition():
+        if waited >= seconds:
+            return False
+        await asyncio.sleep(poll_s)
+        waited += poll_s
+    return True

@@ -27,7 +27,6 @@ because the symbol lease in MongoDB serialises cycles across replicas.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Mapping
@@ -36,10 +35,10 @@ from typing import Any
 from services.common.errors import ResourceExhausted, TradebotError
 from services.common.weight_governor import background_var, deadline_var
 from services.executor.binance.account import AccountShared
-from services.executor.binance.account_state import AccountState
+from services.executor.binance.account_state import AccountState, reported_within
 from services.executor.binance.rest import AccountRest, RestListenKeys
 from services.executor.binance.user_stream import UserStreamHub
-from services.executor.binance.records import account_rows, dec
+from services.executor.binance.records import account_rows, dec, hedge_positions_open
 
 log = logging.getLogger(__name__)
 
@@ -101,10 +100,7 @@ class AccountStreams:
         self._watched_at[account_id] = time.monotonic()
         self._spawn(self._add(account_id, rest, state))
         try:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(FIRST_CONTACT_WAIT_S):
-                    while not self.hub.is_live(account_id):
-                        await asyncio.sleep(0.05)
+            await reported_within(FIRST_CONTACT_WAIT_S, lambda: self.hub.is_live(account_id), poll_s=0.05)
         finally:
             first_contact.set()
 
@@ -181,7 +177,7 @@ class AccountStreams:
             client = rest.client
             answer = await rest.read("account snapshot", lambda: client.futures_account(version=3))
             _, rows = account_rows(answer)
-            if any(row.get("positionSide", "BOTH") != "BOTH" and dec(row, "positionAmt") != 0 for row in rows):
+            if hedge_positions_open(rows):
                 shared.hedge_mode = True
             symbols = sorted({str(row["symbol"]) for row in rows if dec(row, "positionAmt") != 0})
             algo: list[dict[str, Any]] = []

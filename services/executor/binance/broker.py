@@ -20,7 +20,6 @@ go over REST through the process's weight governor. What it guarantees:
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import hashlib
 import logging
@@ -34,10 +33,10 @@ from services.common.jsonlog import register_secret
 from services.common.weight_governor import waiting_at_most
 from services.executor.binance import errors as errs
 from services.executor.binance.account import AccountShared, shared_state
-from services.executor.binance.account_state import AccountState
+from services.executor.binance.account_state import AccountState, reported_within
 from services.executor.binance.bring_up import AccountStreams
 from services.executor.binance.history import History
-from services.executor.binance.orders import STREAM_POLL_S, Orders
+from services.executor.binance.orders import Orders
 from services.executor.binance.protection import Protection
 from services.executor.binance.rest import AccountRest, BrokerTuning
 from services.executor.binance.symbol_settings import SymbolSettings
@@ -55,6 +54,7 @@ from services.executor.brokers.base import (
 from services.executor.binance.records import (
     QUOTE_ASSET,
     account_rows,
+    hedge_positions_open,
     dec,
     parse_account_positions,
     parse_position,
@@ -108,7 +108,7 @@ class BinanceFuturesBroker:
             use, lambda: self.rest.read("account read", lambda: client.futures_account(version=3))
         )
         assets, rows = account_rows(answer)
-        if any(row.get("positionSide", "BOTH") != "BOTH" and dec(row, "positionAmt") != 0 for row in rows):
+        if hedge_positions_open(rows):
             self._shared.hedge_mode = True
         return assets, rows
 
@@ -187,13 +187,8 @@ class BinanceFuturesBroker:
             return True
         if not pending:
             return False   # a cancel or the like: nothing to wait for, ask REST
-        waited = 0.0
-        while not state.caught_up_with(symbol, pending):
-            if waited >= self.tuning.stream_wait_s or not state.live:
-                return False
-            await asyncio.sleep(STREAM_POLL_S)
-            waited += STREAM_POLL_S
-        return True
+        return await reported_within(self.tuning.stream_wait_s, lambda: state.caught_up_with(symbol, pending)) \
+            and state.live
 
     # ------------------------------------------------------------ settings
     async def prepare_symbol(self, symbol: str, leverage: int, margin_type: str) -> None:

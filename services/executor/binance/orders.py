@@ -27,6 +27,7 @@ from services.common.decimals import format_decimal
 from services.common.errors import FailedPrecondition, InvalidArgument, TradebotError, Unavailable
 from services.executor.binance import errors as errs
 from services.executor.binance.records import dec, fill_from_order, usdt_fee
+from services.executor.binance.account_state import reported_within
 from services.executor.binance.rest import AccountRest
 from services.executor.brokers.base import EntryOrder, ExchangePosition, Fill, PositionSide
 
@@ -38,7 +39,6 @@ logger = logging.getLogger(__name__)
 SAFE_CLIENT_ID = re.compile(r"^[.A-Za-z0-9_-]{1,36}$")
 FILLED_STATES = {"FILLED", "PARTIALLY_FILLED"}
 FINAL_UNFILLED_STATES = {"CANCELED", "EXPIRED", "REJECTED", "EXPIRED_IN_MATCH"}
-STREAM_POLL_S = 0.02
 
 
 def check_client_id(client_id: str) -> None:
@@ -179,13 +179,14 @@ class Orders:
         order_id, executed = int(order["orderId"]), dec(order, "executedQty")
         state = self._shared.live_state()
         if state is not None:
-            waited = 0.0
-            while waited <= self._rest.tuning.stream_wait_s:
-                rows = [row for row in state.trades(symbol) if int(row.get("orderId", -1)) == order_id]
-                if rows and sum((Decimal(str(row["qty"])) for row in rows), Decimal(0)) >= executed:
-                    return usdt_fee(rows)
-                await asyncio.sleep(STREAM_POLL_S)
-                waited += STREAM_POLL_S
+            def fills() -> list[dict[str, Any]]:
+                return [row for row in state.trades(symbol) if int(row.get("orderId", -1)) == order_id]
+
+            def complete() -> bool:
+                return sum((Decimal(str(row["qty"])) for row in fills()), Decimal(0)) >= executed
+
+            if await reported_within(self._rest.tuning.stream_wait_s, complete):
+                return usdt_fee(fills())
         client = self._rest.client
         try:
             trades = await self._rest.read(f"fee lookup for {order.get('clientOrderId')}",

@@ -75,6 +75,11 @@ def account_rows(answer: Any) -> tuple[list[Mapping[str, Any]], list[Mapping[str
     return assets, positions
 
 
+def hedge_positions_open(rows: Iterable[Mapping[str, Any]]) -> bool:
+    """Whether account position rows show the account in hedge mode (an open row with a LONG/SHORT side)."""
+    return any(row.get("positionSide", "BOTH") != "BOTH" and dec(row, "positionAmt") != 0 for row in rows)
+
+
 def parse_account_positions(rows: Iterable[Mapping[str, Any]],
                             fallback_leverage: Mapping[str, int]) -> dict[str, ExchangePosition]:
     """``/fapi/v3/account`` position rows -> the open one-way position of each symbol.
