@@ -15,23 +15,21 @@ from __future__ import annotations
 
 import secrets
 import tempfile
-from collections import Counter
 import time
 import uuid
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-import httpx
 from bson import ObjectId
 from cryptography.fernet import Fernet
-from pymongo import MongoClient
 from pymongo.database import Database
 
 from bench.population import BotPlan, insert_chunked, stored_position
-from services.devstack.processes import ChildProcess, python_module, start_mongo
+from bench.run import backends, call_tick, database_of
 from services.devstack.seed import PRESET_BOTS, bot_document, user_document
 from services.devstack.stack import Stack, StackConfig, StackPorts
 from services.executor.admin import connection_document
@@ -101,18 +99,12 @@ def run_live(plans: Sequence[BotPlan], options: LiveOptions) -> tuple[list[dict[
     rows: list[dict[str, Any]] = []
     details: list[dict[str, Any]] = []
     exchange = FakeBinanceExchange(latency_ms=options.binance_latency_ms, record_requests=False)
-    with tempfile.TemporaryDirectory(prefix="bench-live-") as scratch, exchange.in_thread():
-        mongo, mongo_uri = start_mongo("memory")
-        openai = ChildProcess("openai", python_module("tests.fakes.openai_server", "--mode", "success",
-                                                      "--latency-ms", str(options.openai_latency_ms)), {}, echo=echo)  # fmt: skip
+    with tempfile.TemporaryDirectory(prefix="bench-live-") as scratch, exchange.in_thread(), \
+            backends(options.openai_latency_ms, echo) as (_, mongo_uri, openai_url):
         stack: Stack | None = None
         try:
-            openai_url = openai.wait_for_line(r"READY (\S+)", timeout=30).group(1)
-            client: MongoClient = MongoClient(mongo_uri, tz_aware=True)
-            try:
-                seed_live(client[database], exchange, plans, credentials_key)
-            finally:
-                client.close()
+            with database_of(mongo_uri, database) as db:
+                seed_live(db, exchange, plans, credentials_key)
             config = StackConfig(
                 mongodb_uri=mongo_uri, cron_secret=cron_secret, credentials_keys=credentials_key,
                 mongodb_db=database, ports=StackPorts.free(), env=live_environment(exchange, openai_url),
@@ -124,11 +116,7 @@ def run_live(plans: Sequence[BotPlan], options: LiveOptions) -> tuple[list[dict[
             for tick in range(1, options.ticks + 1):
                 if tick > 1 and options.minute_apart:
                     _wait_for_next_minute(exchange, ended)
-                started = time.perf_counter()
-                response = httpx.get(config.gateway_url + "/api/cron/run-bots",
-                                     headers={"Authorization": f"Bearer {cron_secret}"},
-                                     timeout=options.tick_timeout_seconds)
-                wall = time.perf_counter() - started
+                response, wall = call_tick(config, options.tick_timeout_seconds)
                 ended = exchange.clock.now()
                 response.raise_for_status()
                 body = response.json()
@@ -147,8 +135,6 @@ def run_live(plans: Sequence[BotPlan], options: LiveOptions) -> tuple[list[dict[
         finally:
             if stack is not None:
                 stack.stop()
-            openai.stop()
-            mongo.stop()
     return rows, details
 
 

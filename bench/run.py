@@ -16,7 +16,8 @@ import threading
 import time
 import urllib.request
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ from cryptography.fernet import Fernet
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 from pymongo import MongoClient
+from pymongo.database import Database
 
 from bench.population import BotPlan, distinct_strategy_markets, distinct_symbol_intervals, seed
 from services.devstack.processes import ChildProcess, free_port, python_module, start_mongo
@@ -139,20 +141,13 @@ def measure_tick(plans: Sequence[BotPlan], setting: str, options: RunOptions) ->
     weight_limit = BASELINE_WEIGHT_LIMIT_1M if setting == "baseline" else PROJECT_WEIGHT_LIMIT_1M
     with tempfile.TemporaryDirectory(prefix="bench-") as scratch, CountingBinance(
         latency_ms=options.binance_latency_ms, weight_limit_1m=weight_limit
-    ) as binance:
-        mongo, mongo_uri = start_mongo("memory")
-        openai = ChildProcess("openai", python_module("tests.fakes.openai_server", "--mode", "success",
-                                                      "--latency-ms", str(options.openai_latency_ms)), {}, echo=echo)  # fmt: skip
+    ) as binance, backends(options.openai_latency_ms, echo) as (mongo, mongo_uri, openai_url):
         stack: Stack | None = None
         try:
-            openai_url = openai.wait_for_line(r"READY (\S+)", timeout=30).group(1)
-            client: MongoClient = MongoClient(mongo_uri, tz_aware=True)
-            try:
-                seeded = time.perf_counter()
-                seed(client[database], plans, credentials_key)
-                seed_seconds = time.perf_counter() - seeded
-            finally:
-                client.close()
+            seeded = time.perf_counter()
+            with database_of(mongo_uri, database) as db:
+                seed(db, plans, credentials_key)
+            seed_seconds = time.perf_counter() - seeded
             metrics_ports = {name: free_port() for name in METERED_SERVICES}
             config = StackConfig(
                 mongodb_uri=mongo_uri,
@@ -171,10 +166,7 @@ def measure_tick(plans: Sequence[BotPlan], setting: str, options: RunOptions) ->
             pids["mongo"] = mongo.process.pid
             monitor = RssMonitor(pids).start()
             cpu_before = monitor.cpu_seconds()
-            started = time.perf_counter()
-            response = httpx.get(config.gateway_url + "/api/cron/run-bots",
-                                 headers={"Authorization": f"Bearer {cron_secret}"}, timeout=options.tick_timeout_seconds)  # fmt: skip
-            wall = time.perf_counter() - started
+            response, wall = call_tick(config, options.tick_timeout_seconds)
             cpu_after = monitor.cpu_seconds()
             peaks = monitor.stop()
             cpu = {name: round(cpu_after[name] - cpu_before.get(name, 0.0), 2) for name in cpu_after}
@@ -187,8 +179,6 @@ def measure_tick(plans: Sequence[BotPlan], setting: str, options: RunOptions) ->
         finally:
             if stack is not None:
                 stack.stop()
-            openai.stop()
-            mongo.stop()
     summary = body.get("summary", {})
     bots = len(plans)
     tick_seconds = timings.get("tickSeconds", wall)
@@ -227,6 +217,39 @@ def measure_tick(plans: Sequence[BotPlan], setting: str, options: RunOptions) ->
         "summary": summary,
         "seed_seconds": round(seed_seconds, 2),
     }
+
+
+@contextmanager
+def backends(openai_latency_ms: int, echo: Callable[[str, str], None] | None
+             ) -> Iterator[tuple[ChildProcess, str, str]]:
+    """The embedded MongoDB (memory engine) and the fake OpenAI server a measurement runs against:
+    (the MongoDB process, its URI, the OpenAI URL); both stopped afterwards."""
+    mongo, mongo_uri = start_mongo("memory")
+    openai = ChildProcess("openai", python_module("tests.fakes.openai_server", "--mode", "success",
+                                                  "--latency-ms", str(openai_latency_ms)), {}, echo=echo)
+    try:
+        yield mongo, mongo_uri, openai.wait_for_line(r"READY (\S+)", timeout=30).group(1)
+    finally:
+        openai.stop()
+        mongo.stop()
+
+
+@contextmanager
+def database_of(mongo_uri: str, name: str) -> Iterator[Database]:
+    """A synchronous handle on the benchmark's database, for seeding and counting."""
+    client: MongoClient = MongoClient(mongo_uri, tz_aware=True)
+    try:
+        yield client[name]
+    finally:
+        client.close()
+
+
+def call_tick(config: StackConfig, timeout: float) -> tuple[httpx.Response, float]:
+    """One cron call as Upstash makes it; the response and its wall time."""
+    started = time.perf_counter()
+    response = httpx.get(config.gateway_url + "/api/cron/run-bots",
+                         headers={"Authorization": f"Bearer {config.cron_secret}"}, timeout=timeout)
+    return response, time.perf_counter() - started
 
 
 def _environment(setting: str, binance_url: str, openai_url: str,
