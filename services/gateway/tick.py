@@ -392,7 +392,7 @@ class _Tick:
 
     def _skip(self, identity: BotIdentity, reason: str, data: dict[str, Any] | None = None) -> None:
         # An IP ban blinds every account behind the IP: CRITICAL, so it reaches the users' SAFETY webhooks.
-        banned = "IP ban" in reason or "418" in reason
+        banned = "IP ban" in reason   # the governor's "an IP ban (418)" and the market's "HTTP 418 (IP banned)"
         severity, action = ("CRITICAL", "EXCHANGE_BANNED") if banned else ("WARNING", "SKIPPED")
         log.log(logging.CRITICAL if banned else logging.WARNING, "bot skipped",
                 extra={"botInstanceId": str(identity.instance_id), "reason": reason})
