@@ -14,7 +14,17 @@ import pytest
 from pymongo import AsyncMongoClient, MongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
+from services.common import server_clock, weight_governor
 from tests.support.processes import start_mongo
+
+
+@pytest.fixture(autouse=True)
+def fresh_binance_hosts() -> Iterator[None]:
+    """The governor and clock offset are per process and host, and a test's fake exchange may reuse a port an
+    earlier test's fake had: without this, a test inherits that host's settings (its wait) and minute."""
+    weight_governor._governors.clear()
+    server_clock._clocks.clear()
+    yield
 
 
 @pytest.fixture(scope="session")
