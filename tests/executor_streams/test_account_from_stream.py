@@ -79,6 +79,26 @@ async def test_a_disconnect_is_a_gap_then_that_account_alone_is_reconciled(strea
     assert (await broker.positions())["BTCUSDT"].quantity == Decimal("0.015")   # the hand trade is there
 
 
+async def test_a_gap_during_a_reconcile_voids_its_snapshot(streamed) -> None:
+    fake, broker, state = streamed.fake, streamed.broker, streamed.state
+    await opened_and_protected(streamed)
+    state.on_gap("test: events may have been lost")    # a gap: the next cycle reconciles
+    release = fake.hold_next_answer(ACCOUNT)
+    reconcile = asyncio.create_task(streamed.streams.ensure_reconciled(broker.shared))
+    await until(lambda: len(fake.reads(ACCOUNT)) >= 1 and ACCOUNT not in fake.held_answers)   # snapshot taken
+
+    hub, gaps = streamed.streams.hub, streamed.streams.hub.gaps
+    fake.streams.pause_events(streamed.api_key)             # a second gap while that answer is in flight,
+    fake.manual_order("BTCUSDT", "BUY", Decimal("0.005"))   # whose hand trade the stream never reports
+    assert fake.streams.drop_stream_connections() >= 1
+    await until(lambda: hub.gaps > gaps and hub.is_live(broker.shared.account_id), timeout=10)   # back
+    release.set()
+    await reconcile
+
+    await until(lambda: state.live, timeout=10)   # live again only on a snapshot read after the second gap
+    assert state.position("BTCUSDT", 20).quantity == Decimal("0.015")
+
+
 async def test_an_expired_listen_key_is_replaced_and_the_account_reconciled(streamed) -> None:
     fake, state = streamed.fake, streamed.state
     old_key = fake.streams.listen_key_of(streamed.api_key)

@@ -111,6 +111,7 @@ class FakeBinanceFutures(FuturesBook):
         self.unknown_status_remaining = 0
         self.slow_answer_remaining = 0
         self.slow_answer_s = 0.0
+        self.held_answers: dict[str, asyncio.Event] = {}
         self.used_weight_1m: int | None = None   # when set, every answer reports it as X-MBX-USED-WEIGHT-1M
         self._host = host
         self._port = port
@@ -170,6 +171,12 @@ class FakeBinanceFutures(FuturesBook):
     def slow_answer_next(self, seconds: float, times: int = 1) -> None:
         """The next order POSTs execute at once but their answer comes ``seconds`` later (client timeouts)."""
         self.slow_answer_remaining, self.slow_answer_s = times, seconds
+
+    def hold_next_answer(self, path: str) -> asyncio.Event:
+        """The next request to ``path`` is answered as of its arrival, but only once the event is set
+        (a snapshot taken, its answer still in flight)."""
+        release = self.held_answers[path] = asyncio.Event()
+        return release
 
     def position(self, symbol: str, api_key: str | None = None) -> Position:
         account = self.accounts[api_key] if api_key else self.default_account
@@ -293,6 +300,9 @@ class FakeBinanceFutures(FuturesBook):
         if headers and self.slow_answer_remaining > 0:
             self.slow_answer_remaining -= 1
             await asyncio.sleep(self.slow_answer_s)
+        release = self.held_answers.pop(path, None)
+        if release is not None:
+            await release.wait()
         return result, headers
 
     def _weight_headers(self) -> dict[str, str]:

@@ -12,7 +12,9 @@ lost events, so reads go back to REST until the next reconcile.
 Snapshot and stream meet without a hole: ``begin_reconcile`` starts buffering
 events before the snapshot is requested; ``load_snapshot`` applies the
 snapshot, then replays the buffered events newer than the rows they touch
-(by transaction time against each row's ``updateTime``).
+(by transaction time against each row's ``updateTime``). A gap while a
+snapshot is in flight voids it: ``load_snapshot`` refuses a snapshot begun
+before the latest gap, since events lost in that gap may postdate it.
 
 Available balance: ``ACCOUNT_UPDATE`` carries wallet balances but not the
 available balance. It is kept conservatively: the snapshot's figure, lowered
@@ -83,6 +85,7 @@ class AccountState:
         self._leverage: dict[str, int] = {}
         self._position_event_ms: dict[str, int] = {}   # symbol -> T of the last ACCOUNT_UPDATE that moved it
         self._fills_seen_since_ms: int | None = None
+        self._gaps = 0   # gaps so far: a snapshot begun before the latest one is void
 
     # ------------------------------------------------------------ stream side
     def on_live(self) -> None:
@@ -95,6 +98,7 @@ class AccountState:
 
     def on_gap(self, reason: str) -> None:
         self._stream_live = False
+        self._gaps += 1
         self._algo_symbols = set()
         self._reconciled = False
         self._buffer = None
@@ -116,12 +120,18 @@ class AccountState:
         return self._fills_seen_since_ms if self.live else None
 
     # ------------------------------------------------------------ reconcile
-    def begin_reconcile(self) -> None:
+    def begin_reconcile(self) -> int:
+        """Start buffering events; the answer identifies this snapshot for ``load_snapshot``."""
         if self._buffer is None:   # a reconcile that failed keeps its buffer: its fills must not be lost
             self._buffer = []
+        return self._gaps
 
     def load_snapshot(self, account: Mapping[str, Any], open_algo_orders: Iterable[Mapping[str, Any]] | None, *,
-                      algo_symbols: Iterable[str] | None = None) -> None:
+                      algo_symbols: Iterable[str] | None = None, begun: int | None = None) -> bool:
+        """Apply a snapshot begun at ``begun`` (``begin_reconcile``'s answer); False, and nothing applied,
+        when a gap came since: the account needs another snapshot."""
+        if begun is not None and begun != self._gaps:
+            return False
         buffered = self._buffer or []
         self._buffer = None
         for row in account.get("assets", []) or []:
@@ -152,6 +162,7 @@ class AccountState:
         for event in buffered:
             self._apply(event, snapshot=True)
         self._reconciled = True
+        return True
 
     # ------------------------------------------------------------ reads
     def account(self) -> AccountSnapshot:

@@ -173,7 +173,7 @@ class AccountStreams:
             state = shared.state
             if state is None or state.live or not self.hub.is_live(account_id):
                 return
-            state.begin_reconcile()
+            begun = state.begin_reconcile()
             client = rest.client
             answer = await rest.read("account snapshot", lambda: client.futures_account(version=3))
             _, rows = account_rows(answer)
@@ -185,7 +185,10 @@ class AccountStreams:
                 found = await rest.read(f"open algo orders of {symbol}",
                                         lambda s=symbol: client.futures_get_open_algo_orders(symbol=s))
                 algo.extend(row for row in found or [] if row.get("symbol", symbol) == symbol)
-            state.load_snapshot(answer, algo, algo_symbols=symbols)
+            if not state.load_snapshot(answer, algo, algo_symbols=symbols, begun=begun):
+                # The stream had a gap while this snapshot was read: it may predate what the gap lost.
+                self.schedule(account_id)
+                return
             shared.forget_account()
             self.reconciles += 1
 
