@@ -38,6 +38,11 @@ LAST_TICK_TIMESTAMP_SECONDS = Gauge(
     "tradebot_last_tick_timestamp_seconds",
     "Unix time at which the last tick finished, whatever its outcome.",
 )
+CRON_RESPONSES_TOTAL = Counter(
+    "tradebot_cron_responses_total",
+    "Answers of /api/cron/run-bots by HTTP status code (200, 401, 405, 413, 503, ...).",
+    ["code"],
+)
 BOT_RESULTS_TOTAL = Counter(
     "tradebot_bot_results_total",
     "Per-bot results of ticks by status (success | failed | skipped).",
@@ -109,6 +114,29 @@ SAFETY_TRIPS_TOTAL = Counter(
     "tradebot_safety_trips_total",
     "Safety rules that stopped a bot, by rule (DAILY_LOSS | POSITION_SIZE | CONSECUTIVE_LOSSES | ...).",
     ["rule"],
+)
+
+CREDENTIAL_FAILURES_TOTAL = Counter(
+    "tradebot_credential_failures_total",
+    "Exchange credentials that could not be used, by reason (decrypt | missing | invalid).",
+    ["reason"],
+)
+
+# --- operator controls (executor, CLI through MongoDB) ------------------------------------------
+
+TRADING_HALTED = Gauge(
+    "tradebot_trading_halted",
+    "1 while an operator's halt stops new entries, by scope (fleet: everyone; user: at least one user).",
+    ["scope"],
+)
+CIRCUIT_BREAKER_OPEN = Gauge(
+    "tradebot_circuit_breaker_open",
+    "1 while the fleet circuit breaker pauses new entries for everyone.",
+)
+CIRCUIT_BREAKER_TRIPS_TOTAL = Counter(
+    "tradebot_circuit_breaker_trips_total",
+    "Times the fleet circuit breaker tripped, by cause (exchange_errors | flash_crash).",
+    ["cause"],
 )
 
 # --- notifications (gateway) -------------------------------------------------------------------
