@@ -23,7 +23,8 @@ from urllib.parse import quote, quote_plus
 tick_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("tick_id", default=None)
 bot_instance_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("bot_instance_id", default=None)
 
-_secrets: set[str] = set()          # every spelling of every registered secret
+_secrets: dict[str, int] = {}      # every spelling of every registered secret -> how many secrets use it
+_by_prefix: dict[str, tuple[str, ...]] = {}   # a spelling's first _MIN_SECRET_LENGTH characters -> spellings
 _secrets_lock = threading.Lock()
 _MIN_SECRET_LENGTH = 8  # shorter values would redact ordinary words
 REDACTED = "[REDACTED]"
@@ -45,23 +46,76 @@ def _spellings(secret: str) -> set[str]:
     return {form for form in forms if len(form) >= _MIN_SECRET_LENGTH}
 
 
+def _index(spellings: set[str], change: int) -> None:
+    with _secrets_lock:
+        for form in spellings:
+            count = _secrets.get(form, 0) + change
+            prefix = form[:_MIN_SECRET_LENGTH]
+            bucket = set(_by_prefix.get(prefix, ()))
+            if count > 0:
+                _secrets[form] = count
+                bucket.add(form)
+            else:
+                _secrets.pop(form, None)
+                bucket.discard(form)
+            if bucket:
+                _by_prefix[prefix] = tuple(sorted(bucket, key=len, reverse=True))
+            else:
+                _by_prefix.pop(prefix, None)
+
+
 def register_secret(value: str | bytes | None) -> None:
     """Make sure ``value`` never appears in a log line, whatever formats it."""
+    text = _text(value)
+    if text is not None:
+        _index(_spellings(text), +1)
+
+
+def forget_secret(value: str | bytes | None) -> None:
+    """``value`` is dead (a replaced listenKey): stop looking for it, so the set stays bounded."""
+    text = _text(value)
+    if text is not None:
+        _index(_spellings(text), -1)
+
+
+def _text(value: str | bytes | None) -> str | None:
     if not value:
-        return
+        return None
     text = value.decode("utf-8", "replace") if isinstance(value, bytes) else value
-    if len(text) >= _MIN_SECRET_LENGTH:
-        spellings = _spellings(text)
-        with _secrets_lock:
-            _secrets.update(spellings)
+    return text if len(text) >= _MIN_SECRET_LENGTH else None
 
 
 def redact(text: str) -> str:
-    # Longest first: a secret that contains another is replaced whole.
-    for secret in sorted(_secrets, key=len, reverse=True):
-        if secret in text:
-            text = text.replace(secret, REDACTED)
-    return text
+    """``text`` with every character of every secret occurrence replaced; overlapping or adjacent occurrences
+    become one ``[REDACTED]``. One dictionary lookup per position, however many secrets (thousands of
+    accounts' keys): a scan per secret made logging the executor's bottleneck."""
+    index = _by_prefix
+    if not index or len(text) < _MIN_SECRET_LENGTH:
+        return text
+    covered_to = -1
+    spans: list[list[int]] = []
+    for start in range(len(text) - _MIN_SECRET_LENGTH + 1):
+        candidates = index.get(text[start:start + _MIN_SECRET_LENGTH])
+        if candidates is None:
+            continue
+        for secret in candidates:   # longest first
+            if text.startswith(secret, start):
+                end = start + len(secret)
+                if spans and start <= covered_to:
+                    spans[-1][1] = max(spans[-1][1], end)
+                else:
+                    spans.append([start, end])
+                covered_to = max(covered_to, end)
+                break
+    if not spans:
+        return text
+    parts, at = [], 0
+    for start, end in spans:
+        parts.append(text[at:start])
+        parts.append(REDACTED)
+        at = end
+    parts.append(text[at:])
+    return "".join(parts)
 
 
 def redact_value(value: Any) -> Any:

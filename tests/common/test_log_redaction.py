@@ -6,12 +6,13 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 import logging
+import time
 from urllib.parse import quote
 
 import pytest
 from cryptography.fernet import Fernet
 
-from services.common.jsonlog import JsonFormatter, register_secret
+from services.common.jsonlog import JsonFormatter, forget_secret, register_secret
 from services.executor.settings import ExecutorSettings
 from services.gateway.settings import GatewaySettings
 
@@ -70,3 +71,39 @@ def test_every_reader_of_mongodb_uri_registers_its_password_in_every_spelling(se
 def test_an_unregistered_value_is_left_alone() -> None:
     register_secret("registered-secret-123")
     assert "ordinary-value-456" in _line("ordinary-value-456")
+
+
+def test_overlapping_secrets_leave_no_character_of_either() -> None:
+    first, second = "ovl-A-7f3c9e21-", "7f3c9e21-B-overlap-tail"   # the second begins inside the first
+    register_secret(first)
+    register_secret(second)
+    line = JsonFormatter("test").format(logging.LogRecord("t", logging.INFO, __file__, 1, "x ovl-A-7f3c9e21-B-overlap-tail y",
+                                                          None, None))
+    message = json.loads(line)["message"]
+    assert message == "x [REDACTED] y"
+
+
+def test_a_forgotten_secret_is_no_longer_redacted_and_the_others_still_are() -> None:
+    dead, alive = "listenkey-dead-0a9b8c7d6e5f", "listenkey-alive-1a2b3c4d5e6f"
+    register_secret(dead)
+    register_secret(alive)
+    forget_secret(dead)
+    line = JsonFormatter("test").format(logging.LogRecord("t", logging.INFO, __file__, 1, f"{dead} {alive}", None, None))
+    assert json.loads(line)["message"] == f"{dead} [REDACTED]"
+
+
+def test_logging_stays_fast_with_the_keys_of_thousands_of_accounts() -> None:
+    # 2,000 live accounts: an API key, a secret and a listenKey each. Redaction cost must not grow with them,
+    # or every cycle's log lines become the executor's bottleneck (they did: 86 % of its CPU at 10,000 bots).
+    for account in range(2000):
+        for kind in ("key", "secret", "listen"):
+            register_secret(f"bench-{kind}-{account:05d}-{'x' * 40}")
+    formatter = JsonFormatter("executor")
+    record = logging.LogRecord("t", logging.INFO, __file__, 1, "cycle done for bench-key-00042-" + "x" * 40, None, None)
+    record.account, record.reason, record.symbol = "acct-42", "stream caught up within 2 s", "BTCUSDT"
+    started = time.perf_counter()
+    for _ in range(500):
+        line = formatter.format(record)
+    elapsed = time.perf_counter() - started
+    assert "bench-key-00042" not in line and "[REDACTED]" in line
+    assert elapsed < 1.0, f"500 log lines took {elapsed:.2f} s with 6,000 registered secrets"

@@ -41,7 +41,7 @@ import websockets
 from websockets.asyncio.client import ClientConnection, connect
 
 from services.common.errors import ResourceExhausted
-from services.common.jsonlog import register_secret
+from services.common.jsonlog import forget_secret, register_secret
 
 log = logging.getLogger(__name__)
 
@@ -133,6 +133,7 @@ class UserStreamHub:
         if key is not None:
             with contextlib.suppress(Exception):
                 await account.keys.close(key)
+            forget_secret(key)
 
     def is_live(self, account_id: str) -> bool:
         account = self._accounts.get(account_id)
@@ -173,10 +174,12 @@ class UserStreamHub:
             return
         if self._accounts.get(account.account_id) is not account:
             return   # removed meanwhile
-        register_secret(key)
         if account.key == key and account.connection is not None:
             return
         self._detach(account)
+        if account.key != key:
+            register_secret(key)
+            forget_secret(account.key)   # replaced, so dead: the redaction set holds one key per account
         account.key = key
         connection = self._connection_with_room()
         connection.accounts[key] = account
@@ -216,6 +219,7 @@ class UserStreamHub:
         """The key is gone (expired, -1125): a gap, then a new key subscribed."""
         self._gap(account, reason)
         self._detach(account)
+        forget_secret(account.key)
         account.key = None
         await self._new_key(account)
 
