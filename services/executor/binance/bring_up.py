@@ -88,8 +88,12 @@ class AccountStreams:
         """Start the account's stream (once per process) and give its first cycle a moment to see it live."""
         shared = rest.shared
         account_id = shared.account_id
-        if account_id in self._accounts:
-            self._accounts[account_id] = (shared, rest)   # a rebuilt broker (edited keys) takes over
+        known = self._accounts.get(account_id)
+        if known is not None:
+            if known[1] is not rest and shared.state is not None:
+                # A rebuilt broker (edited secret) takes over, its keepalives too: the old client is closed.
+                self._accounts[account_id] = (shared, rest)
+                await self.hub.add(account_id, RestListenKeys(rest), _Listener(self, account_id, shared.state))
             return
         self._start_workers()
         offset = rest.client.server_clock
@@ -124,6 +128,17 @@ class AccountStreams:
             return False
         await self._reconcile(shared.account_id)
         return state.live
+
+    async def forget(self, account_id: str) -> None:
+        """The account's broker is gone (its bots stopped): close its stream; a later ``watch`` starts afresh."""
+        entry = self._accounts.pop(account_id, None)
+        if entry is None:
+            return
+        if entry[0].state is not None:
+            entry[0].state.on_gap("stream closed with its broker")   # never trusted again without a stream
+        for table in (self._locks, self._first_contact, self._watched_at):
+            table.pop(account_id, None)
+        await self.hub.remove(account_id)
 
     # ------------------------------------------------------------ reconcile
     def coming_up(self, account_id: str) -> bool:
@@ -167,7 +182,10 @@ class AccountStreams:
 
     async def _reconcile(self, account_id: str) -> None:
         """Snapshot the account over REST while its stream buffers events (single-flight per account)."""
-        shared, rest = self._accounts[account_id]
+        entry = self._accounts.get(account_id)
+        if entry is None:
+            return   # forgotten while queued
+        shared, rest = entry
         lock = self._locks.setdefault(account_id, asyncio.Lock())
         async with lock:
             state = shared.state

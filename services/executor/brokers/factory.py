@@ -28,6 +28,7 @@ from services.executor.settings import ExecutorSettings
 log = logging.getLogger(__name__)
 
 LIVE_BROKER_TTL_SECONDS = 600.0
+EXPIRY_SCAN_EVERY_SECONDS = 30.0   # scanning thousands of cached brokers on every cycle cost real CPU
 
 
 @dataclass
@@ -48,6 +49,7 @@ class BrokerFactory:
         self._paper_indexes_lock = asyncio.Lock()
         self._symbol_settings = SymbolSettings(db)
         self._streams: dict[str, AccountStreams] = {}   # by stream root: live and testnet are separate
+        self._next_expiry_scan = 0.0
 
     async def broker_for(self, connection: ExchangeConnection) -> Broker:
         if connection.mode == "paper":
@@ -115,9 +117,17 @@ class BrokerFactory:
         return {root: streams.stats() for root, streams in self._streams.items()}
 
     async def _expire(self, now: float) -> None:
+        """Close brokers idle for the TTL (their bots stopped), and their accounts' streams with them: a stream
+        left behind would keep its key alive through a closed client."""
+        if now < self._next_expiry_scan:
+            return
+        self._next_expiry_scan = now + EXPIRY_SCAN_EVERY_SECONDS
         for connection_id, cached in list(self._live.items()):
             if cached.expires_at <= now:
                 self._live.pop(connection_id)
+                streams = getattr(cached.broker, "streams", None)
+                if streams is not None:
+                    await streams.forget(cached.broker.shared.account_id)
                 await _close_quietly(cached.broker)
 
     async def close(self) -> None:
