@@ -122,3 +122,15 @@ async def test_a_state_that_lost_its_stream_is_never_trusted(streamed) -> None:
 
     assert await broker.positions() == {}                     # asked over REST, not the stale state
     assert len(fake.reads(ACCOUNT)) >= 1
+
+
+async def test_a_forgotten_account_closes_its_stream_and_is_never_trusted_again(streamed) -> None:
+    fake, state, streams = streamed.fake, streamed.state, streamed.streams
+    account_id = streamed.broker.shared.account_id
+    assert state.live
+
+    await streams.forget(account_id)   # its broker expired: the bots of this account were stopped
+
+    assert not state.live and not streams.hub.is_live(account_id)
+    assert [r for r in fake.requests if r.path == "/fapi/v1/listenKey" and r.method == "DELETE"]
+    await streams.forget(account_id)   # idempotent
