@@ -128,7 +128,8 @@ def run_live(plans: Sequence[BotPlan], options: LiveOptions) -> tuple[list[dict[
                                 "weight_used": sum(stats["weight_by_path"].values()),
                                 "weight_by_path": stats["weight_by_path"], "summary": summary,
                                 "ws_connection_attempts": stats["ws_connection_attempts"],
-                                "not_served": _reasons(body.get("results", []))})
+                                "not_served": _reasons(body.get("results", [])),
+                                "decisions": _decisions(body.get("results", []))})
                 details[-1]["duplicate_client_order_ids"] = exchange.duplicate_client_order_ids()
                 print(f"   tick {tick}: {wall:.1f} s, served {rows[-1]['served']}/{len(plans)}, "
                       f"peak weight {stats['peak_used_1m']}, REST {stats['rest_requests']}", flush=True)
@@ -146,6 +147,14 @@ def _reasons(results: Sequence[dict[str, Any]]) -> dict[str, int]:
             reason = "".join("#" if ch.isdigit() else ch for ch in str(result.get("error") or ""))[:90]
             counts[f"{result.get('status')}: {reason}"] += 1
     return dict(counts.most_common(8))
+
+
+def _decisions(results: Sequence[dict[str, Any]]) -> dict[str, int]:
+    """What the served bots did, from the response alone (counting TradeLogs would load the database):
+    signals by action, and the orders placed."""
+    counts: Counter[str] = Counter(f"signal {result.get('action') or 'none'}" for result in results)
+    counts["orders placed"] = sum(1 for result in results if result.get("orderPlaced"))
+    return dict(counts)
 
 
 def live_environment(exchange: FakeBinanceExchange, openai_url: str) -> dict[str, dict[str, str]]:

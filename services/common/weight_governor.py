@@ -13,8 +13,9 @@ open positions included, so the rules are strict:
 * this process spends at most ``share`` of the limit (market and executor
   replicas split the IP: their shares must add up to at most 1), and plans the
   IP as a whole to at most ``ip_headroom`` of the limit;
-* background work (bring-up, reconciles) spends at most ``background_share``
-  of that, so a tick's reads and protective orders always find room;
+* background reads spend at most ``background_share`` of that and the bring-up
+  of accounts at most ``bring_up_share`` (``Priority``), so a tick's reads,
+  entries and protective orders always find room;
 * after a 429 nothing is sent to the host until its Retry-After has passed;
   after a 418 nothing until the ban ends, with a CRITICAL log, a metric and the
   ``alarm`` callback (the executor sends a webhook).
@@ -25,6 +26,7 @@ Minutes follow the exchange's clock (local time plus the measured offset).
 from __future__ import annotations
 
 import asyncio
+import enum
 import logging
 import math
 import random
@@ -50,8 +52,20 @@ _BANNED_UNTIL = re.compile(r"banned until (\d{12,14})")
 
 # The monotonic instant by which the current caller needs its answer (set by the gRPC servicers).
 deadline_var: ContextVar[float | None] = ContextVar("binance_deadline", default=None)
-# Background work (bring-up, reconciles): served only from the background share.
-background_var: ContextVar[bool] = ContextVar("binance_background", default=False)
+
+
+class Priority(enum.Enum):
+    """Who asks, and so how much of the process's minute it may fill: the tick's own reads and orders all of
+    it, background reads (today's PnL baselines) ``background_share``, and the bring-up of accounts (listenKeys,
+    snapshots of accounts no cycle is waiting on) ``bring_up_share``. Lower bands fill first and stop first:
+    after a restart, thousands of snapshots must not starve the entries of accounts already up."""
+
+    TICK = "tick"
+    BACKGROUND = "background"
+    BRING_UP = "bring-up"
+
+
+priority_var: ContextVar[Priority] = ContextVar("binance_priority", default=Priority.TICK)
 
 
 @dataclass(frozen=True)
@@ -60,6 +74,7 @@ class GovernorSettings:
     share: float = 1.0              # of the limit, for this process
     ip_headroom: float = 0.95       # the IP as a whole is planned to at most this share of the limit
     background_share: float = 0.75  # of this process's cap, for background work
+    bring_up_share: float = 0.6     # of this process's cap, for bringing accounts up
     max_wait_s: float = DEFAULT_MAX_WAIT_S
 
     @classmethod
@@ -69,6 +84,7 @@ class GovernorSettings:
             share=env_float("BINANCE_WEIGHT_SHARE", default_share, minimum=0.01, maximum=1.0),
             ip_headroom=env_float("BINANCE_WEIGHT_IP_HEADROOM", 0.95, minimum=0.1, maximum=1.0),
             background_share=env_float("BINANCE_WEIGHT_BACKGROUND_SHARE", 0.75, minimum=0.05, maximum=1.0),
+            bring_up_share=env_float("BINANCE_WEIGHT_BRING_UP_SHARE", 0.6, minimum=0.05, maximum=1.0),
             max_wait_s=env_float("BINANCE_WEIGHT_MAX_WAIT_SECONDS", DEFAULT_MAX_WAIT_S, minimum=0.0),
         )
 
@@ -156,23 +172,30 @@ class WeightGovernor:
     def pause_left(self) -> float:
         return max(0.0, self._paused_until - self._server_now())
 
-    def has_room(self, weight: int, *, background: bool = False) -> bool:
+    def share_of(self, priority: Priority) -> float:
+        if priority is Priority.BACKGROUND:
+            return self.settings.background_share
+        if priority is Priority.BRING_UP:
+            return self.settings.bring_up_share
+        return 1.0
+
+    def has_room(self, weight: int, *, priority: Priority = Priority.TICK) -> bool:
         self._roll()
         if self.pause_left() > 0:
             return False
-        share = self.settings.background_share if background else 1.0
+        share = self.share_of(priority)
         return (self.own_used() + weight <= self.settings.process_cap * share
                 and self.ip_used() + weight <= self.settings.ip_cap * share)
 
     # ------------------------------------------------------------ admission
-    async def acquire(self, weight: int, what: str, *, background: bool | None = None) -> Ticket:
+    async def acquire(self, weight: int, what: str, *, priority: Priority | None = None) -> Ticket:
         """Reserve ``weight`` for one request, waiting within the caller's deadline; else ResourceExhausted."""
-        background = background_var.get() if background is None else background
+        priority = priority_var.get() if priority is None else priority
         deadline = deadline_var.get()
         limit = self._monotonic() + self.settings.max_wait_s if deadline is None else deadline
         waited = False
         while True:
-            if self.has_room(weight, background=background):
+            if self.has_room(weight, priority=priority):
                 self._in_flight += weight
                 if waited:
                     self.stats.waited += 1

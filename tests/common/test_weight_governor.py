@@ -7,7 +7,14 @@ import asyncio
 import pytest
 
 from services.common.errors import ResourceExhausted
-from services.common.weight_governor import GovernorSettings, WeightGovernor, caller_deadline, waiting_at_most
+from services.common.weight_governor import (
+    GovernorSettings,
+    Priority,
+    WeightGovernor,
+    caller_deadline,
+    priority_var,
+    waiting_at_most,
+)
 
 
 class Clock:
@@ -78,11 +85,28 @@ async def test_waits_are_bounded_by_the_callers_deadline() -> None:
 async def test_background_work_leaves_room_for_the_tick() -> None:
     clock = Clock(1_800_000_000.0)
     gov = governor(clock, limit_1m=100, share=1.0, ip_headroom=1.0, background_share=0.5, max_wait_s=0)
-    ticket = await gov.acquire(50, "GET /fapi/v3/account", background=True)
+    ticket = await gov.acquire(50, "GET /fapi/v1/userTrades", priority=Priority.BACKGROUND)
     gov.settle(ticket, 200, {})
     with pytest.raises(ResourceExhausted):
-        await gov.acquire(1, "POST /fapi/v1/listenKey", background=True)
-    await gov.acquire(50, "GET /fapi/v3/account")   # foreground still has its half
+        await gov.acquire(1, "GET /fapi/v1/userTrades", priority=Priority.BACKGROUND)
+    await gov.acquire(50, "GET /fapi/v3/account")   # the tick still has its half
+
+
+async def test_bringing_accounts_up_stops_first_so_entries_and_their_pnl_reads_find_room() -> None:
+    clock = Clock(1_800_000_000.0)
+    gov = governor(clock, limit_1m=100, share=1.0, ip_headroom=1.0, background_share=0.75, bring_up_share=0.6,
+                   max_wait_s=0)
+    with pytest.raises(ResourceExhausted):   # thousands of snapshots queued: they fill 60 of 100, no more
+        for _ in range(100):
+            gov.settle(await gov.acquire(5, "GET /fapi/v3/account", priority=Priority.BRING_UP), 200, {})
+    assert gov.own_used() == 60
+    token = priority_var.set(Priority.BACKGROUND)   # today's PnL for an entry: its own band above
+    try:
+        gov.settle(await gov.acquire(5, "GET /fapi/v1/userTrades"), 200, {})
+    finally:
+        priority_var.reset(token)
+    gov.settle(await gov.acquire(1, "POST /fapi/v1/order"), 200, {})   # and the tick's orders above that
+    assert gov.own_used() == 66
 
 
 async def test_after_a_429_nothing_is_admitted_until_retry_after() -> None:

@@ -33,7 +33,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from services.common.errors import ResourceExhausted, TradebotError
-from services.common.weight_governor import background_var, deadline_var
+from services.common.weight_governor import Priority, deadline_var, priority_var
 from services.executor.binance.account import AccountShared
 from services.executor.binance.account_state import AccountState, reported_within
 from services.executor.binance.rest import AccountRest, RestListenKeys
@@ -109,7 +109,7 @@ class AccountStreams:
             first_contact.set()
 
     async def _add(self, account_id: str, rest: AccountRest, state: AccountState) -> None:
-        _background()
+        _bringing_up()
         await self.hub.add(account_id, RestListenKeys(rest), _Listener(self, account_id, state))
 
     async def ensure_reconciled(self, shared: AccountShared) -> bool:
@@ -162,7 +162,7 @@ class AccountStreams:
                 self._spawn(self._work())
 
     async def _work(self) -> None:
-        _no_deadline()   # a snapshot outranks today's-PnL reads (background share): the account is blind without it
+        _bringing_up()
         while True:
             account_id = await self._queue.get()
             self._queued.discard(account_id)
@@ -228,13 +228,9 @@ class AccountStreams:
         await self.hub.close()
 
 
-def _background() -> None:
-    """This task's requests are background work: no caller deadline, the governor's background share."""
+def _bringing_up() -> None:
+    """This task's requests bring accounts up: no caller deadline (it waits for weight on its own clock,
+    ``BINANCE_WEIGHT_MAX_WAIT_SECONDS``), and only the governor's bring-up share, so the entries and
+    protective orders of accounts already up are never starved by thousands of snapshots."""
     deadline_var.set(None)
-    background_var.set(True)
-
-
-def _no_deadline() -> None:
-    """This task waits for weight on its own clock (``BINANCE_WEIGHT_MAX_WAIT_SECONDS``), not a caller's."""
-    deadline_var.set(None)
-    background_var.set(False)
+    priority_var.set(Priority.BRING_UP)

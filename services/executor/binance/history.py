@@ -17,7 +17,7 @@ import time
 from decimal import Decimal
 from typing import Any
 
-from services.common.weight_governor import background_var
+from services.common.weight_governor import Priority, priority_var
 from services.executor.binance.account import PnlBaseline
 from services.executor.binance.rest import AccountRest
 from services.executor.brokers.base import ClosedTradeRecord, PositionSide
@@ -88,11 +88,11 @@ class History:
         background work for the governor: they never take the room a tick's reads and orders need; when
         none is left the caller gets ``ResourceExhausted`` (an entry waits, a position keeps its open-loss
         check) and the read is tried again at the next tick, so first-contact reads spread over minutes."""
-        token = background_var.set(True)
+        token = priority_var.set(Priority.BACKGROUND)
         try:
             return await self._realized_pnl_since(symbol, since_ms)
         finally:
-            background_var.reset(token)
+            priority_var.reset(token)
 
     async def _realized_pnl_since(self, symbol: str, since_ms: int) -> Decimal:
         state = self._shared.live_state()
