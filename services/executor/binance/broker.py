@@ -30,7 +30,7 @@ from typing import Any
 from services.common.binance_client import ConfiguredAsyncClient
 from services.common.errors import FailedPrecondition, InvalidArgument, ResourceExhausted, Unavailable
 from services.common.jsonlog import register_secret
-from services.common.weight_governor import waiting_at_most
+from services.common.weight_governor import Priority, priority_var, waiting_at_most
 from services.executor.binance import errors as errs
 from services.executor.binance.account import AccountShared, shared_state
 from services.executor.binance.account_state import AccountState, reported_within
@@ -116,10 +116,13 @@ class BinanceFuturesBroker:
     async def _bringing_up(self) -> AsyncIterator[None]:
         """With streams on, an account not reconciled yet is being brought up: its reads wait at most
         ``BRING_UP_WAIT_S`` for weight, else ``AccountNotReady`` (the background bring-up takes the
-        snapshot, spread over the budget, and the cycle defers) rather than holding the tick for a minute."""
+        snapshot, spread over the budget, and the cycle defers) rather than holding the tick for a minute.
+        Its snapshot is bring-up work for the governor too: after a restart, thousands of first cycles must
+        not take the room that the entries of accounts already up need (today's PnL, orders)."""
         if self.streams is None:
             yield
             return
+        token = priority_var.set(Priority.BRING_UP)
         try:
             with waiting_at_most(BRING_UP_WAIT_S):
                 yield
@@ -128,6 +131,8 @@ class BinanceFuturesBroker:
             raise AccountNotReady(f"account being brought up, its snapshot waits for exchange weight "
                                   f"({self.streams.queued()} accounts queued): {error.message}",
                                   retry_after=error.retry_after) from None
+        finally:
+            priority_var.reset(token)
 
     async def _reconciled_state(self) -> AccountState | None:
         """The stream's state for a whole-account read: reconciled now if the stream is live and the
