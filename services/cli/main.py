@@ -12,7 +12,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from services.backtest.cli import add_backtest_parser
-from services.cli import bots, credentials, logs, ops, webhooks
+from services.cli import bots, controls, credentials, logs, ops, webhooks
 from services.cli.bot_config import INTERVALS
 from services.cli.errors import CliError
 
@@ -105,7 +105,10 @@ def _credentials(commands: argparse._SubParsersAction) -> None:
 def _webhooks(commands: argparse._SubParsersAction) -> None:
     webhook = commands.add_parser("webhook", help="event notifications").add_subparsers(dest="action", required=True)
     add = webhook.add_parser("add", help="register a URL for TRADE, SAFETY and ERROR events")
-    add.add_argument("--user-id", required=True)
+    owner = add.add_mutually_exclusive_group(required=True)
+    owner.add_argument("--user-id")
+    owner.add_argument("--operator", action="store_true",
+                       help="an operator's webhook: halts, resumes and circuit breaker trips of the whole fleet")
     add.add_argument("--bot-id", help="only this bot's events (default: every bot of the user)")
     add.add_argument("--url", required=True)
     add.add_argument("--events", help="comma-separated subset of TRADE,SAFETY,ERROR (default all)")
@@ -121,7 +124,8 @@ def _webhooks(commands: argparse._SubParsersAction) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tradebot",
-        description="Manage trading bots: users, bots, exchange connections, logs, ticks, status, webhooks, backtests. "
+        description="Manage trading bots: users, bots, exchange connections, logs, ticks, status, halts, webhooks, "
+        "backtests. "
         "Reads MONGODB_URI/MONGODB_DB; CREDENTIALS_KEYS for connection/keys; GATEWAY_URL with CRON_SECRET "
         "for tick and STATUS_TOKEN for status.",
     )
@@ -130,6 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     _bots(commands)
     _logs(commands)
     _operations(commands)
+    controls.add_parsers(commands)
     _credentials(commands)
     _webhooks(commands)
     add_backtest_parser(commands)

@@ -135,6 +135,25 @@ async def _report(local: bool) -> tuple[dict[str, Any], str]:
     return await _report_from_database(), "database"
 
 
+def print_trading_controls(controls: dict[str, Any] | None) -> None:
+    if controls is None:   # a gateway that predates the operator controls
+        return
+    fleet = controls.get("fleetHalt")
+    if fleet:
+        flatten = ", flattening open positions" if fleet.get("flatten") else ""
+        print(f"trading: HALTED for the fleet since {fleet.get('since')} by {fleet.get('by')}: {fleet.get('reason')}"
+              f"{flatten}")
+    else:
+        print("trading: not halted for the fleet")
+    for halt in controls.get("userHalts") or []:
+        print(f"  user {halt.get('userId')} halted since {halt.get('since')} by {halt.get('by')}: {halt.get('reason')}")
+    breaker = controls.get("circuitBreaker") or {}
+    if breaker.get("open"):
+        print(f"circuit breaker: OPEN until {breaker.get('until')} ({breaker.get('cause')}): {breaker.get('reason')}")
+    else:
+        print("circuit breaker: closed")
+
+
 def print_status(report: dict[str, Any], source: str) -> None:
     print(f"status at {report.get('generatedAt', '-')} (from {source})")
     by_status = report.get("botsByStatus") or {}
@@ -145,6 +164,7 @@ def print_status(report: dict[str, Any], source: str) -> None:
         print(f"last tick: {tick_info.get('at', '-')}{outcome}")
     else:
         print("last tick: never")
+    print_trading_controls(report.get("tradingControls"))
     counts = report.get("tradeLogsLast24h") or {}
     print("tradelogs in the last 24 h: " + ", ".join(f"{key} {value}" for key, value in counts.items()))
     positions = report.get("openPositions") or []

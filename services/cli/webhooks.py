@@ -8,10 +8,17 @@ from datetime import UTC, datetime
 from services.cli.context import database, object_id
 from services.cli.errors import USAGE, CliError
 from services.cli.table import render_table
-from services.notifications.registry import COLLECTION, WebhookValidationError, new_webhook_document
+from services.notifications.registry import (
+    COLLECTION,
+    WebhookValidationError,
+    new_operator_webhook_document,
+    new_webhook_document,
+)
 
 
 def webhook_add(args: argparse.Namespace) -> int:
+    if args.operator:
+        return _operator_webhook_add(args)
     user_id = object_id(args.user_id, "--user-id")
     bot_id = object_id(args.bot_id, "--bot-id") if args.bot_id else None
     events = args.events.split(",") if args.events else None
@@ -33,10 +40,29 @@ def webhook_add(args: argparse.Namespace) -> int:
     return 0
 
 
+def _operator_webhook_add(args: argparse.Namespace) -> int:
+    if args.bot_id:
+        raise CliError("--bot-id does not go with --operator (an operator's webhook hears the whole fleet)", USAGE)
+    events = args.events.split(",") if args.events else None
+    try:
+        document = new_operator_webhook_document(args.url, events=events)
+    except WebhookValidationError as error:
+        raise CliError(str(error), USAGE) from None
+    with database() as db:
+        webhook_id = db[COLLECTION].insert_one(document).inserted_id
+    print(f"created operator webhook {webhook_id}: halts, resumes and circuit breaker trips "
+          f"(events {', '.join(document['events'])})")
+    print(f"signing secret (shown once, keep it with the receiver): {document['secret']}")
+    print("each POST carries X-Tradebot-Timestamp and X-Tradebot-Signature: "
+          "sha256=HMAC-SHA256(secret, \"<timestamp>.<raw body>\")")
+    return 0
+
+
 def webhook_list(args: argparse.Namespace) -> int:
     query = {"userId": object_id(args.user_id, "--user-id")} if args.user_id else {}
     with database() as db:
-        rows = [[str(hook["_id"]), str(hook.get("userId")), str(hook.get("botInstanceId") or "all bots"),
+        rows = [[str(hook["_id"]), "operator" if hook.get("operator") else str(hook.get("userId")),
+                 str(hook.get("botInstanceId") or "all bots"),
                  hook.get("url", ""), ",".join(hook.get("events") or []), "yes" if hook.get("isActive") else "no"]
                 for hook in db[COLLECTION].find(query, {"secret": 0}).sort("createdAt", 1)]
     print(render_table(["ID", "USER", "BOT", "URL", "EVENTS", "ACTIVE"], rows) if rows else "no webhooks")

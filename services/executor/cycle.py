@@ -18,9 +18,11 @@ Invariants of the money path, whatever the caller or the exchange does:
 resolve connection -> broker -> read account and position (fail closed: a
 failed read raises, nothing is opened) -> observe the market when a position
 is open (paper stops fill here) -> reconcile the stored
-position (gone: book the closed trade) -> safety rules -> monitor + protective
-order audit when a position is open, else an entry when the signal is strong
-enough, protected at once by stop-loss and take-profit.
+position (gone: book the closed trade) -> an operator's flatten closes the open
+position (reduce-only) -> safety rules -> monitor + protective order audit when a
+position is open, else an entry when the signal is strong enough and no
+operator's halt or circuit breaker stops entries (``CycleInput.controls``),
+protected at once by stop-loss and take-profit.
 
 The reply's structured fields (``order``, ``closed_trades``, ``safety``) are
 what the gateway turns into TRADE and SAFETY TradeLogs; ``events`` carry only
@@ -48,6 +50,7 @@ from tradebot.v1 import common_pb2, executor_pb2
 
 from services.common.decimals import parse_decimal
 from services.common.errors import FailedPrecondition, InvalidArgument, ResourceExhausted, TradebotError
+from services.common.trading_controls import NO_CONTROLS, EntryControls
 from services.common.weight_governor import deadline_var, waiting_at_most
 from services.executor.account_cache import AccountCache
 from services.executor.bot_config import BotSettings
@@ -78,6 +81,13 @@ from services.executor.convert import (
 from services.executor.entry_intents import EntryIntents, MemoryEntryIntents
 from services.executor.late_results import LateResults
 from services.executor.market_inputs import MarketInputs
+from services.executor.operator_controls import (
+    FLATTENED,
+    blocked_entry,
+    entries_stopped_decision,
+    flatten_failed_message,
+    flattened,
+)
 from services.executor.safety import PositionSizeRule, SafetyContext, Trip, first_trip
 from services.executor.sizing import EntrySize, NoEntry, SymbolRules, protective_prices, size_entry
 from services.executor.symbol_leases import Lease, ProcessSymbolLeases, SymbolLeases
@@ -113,9 +123,10 @@ def _awaiting_bring_up(cycle_input: CycleInput, not_ready: AccountNotReady) -> e
 
 
 def _would_enter(cycle: _Cycle) -> bool:
-    """Whether a flat bot's signal asks for an entry (BUY or SELL above its confidence threshold)."""
+    """Whether a flat bot's signal asks for an entry (BUY or SELL above its confidence threshold) that no
+    operator's halt or circuit breaker stops."""
     signal = cycle.input.signal
-    return (signal is not None and signal.action in _ACTION_SIDE
+    return (not cycle.input.controls.entries_stopped and signal is not None and signal.action in _ACTION_SIDE
             and signal.confidence > cycle.settings.confidence_threshold)
 
 # A protected entry (fresh read, leftovers cancelled, entry, stop, target) gets this long, whatever its caller's
@@ -195,6 +206,7 @@ class CycleInput:
     signal: common_pb2.Signal | None          # None or HOLD: monitor only
     market: MarketInputs
     deadline: float | None = None             # the caller's, on time.monotonic(); None: no caller deadline
+    controls: EntryControls = NO_CONTROLS     # the operator's halts and the fleet circuit breaker, read now
 
     @property
     def stored_side(self) -> PositionSide | None:
@@ -311,7 +323,9 @@ class CycleRunner:
             position = await self._accounts.position(connection_id, tick_id, symbol, broker.positions,
                                                      broker.position)
         except AccountNotReady as not_ready:
-            return _awaiting_bring_up(cycle_input, not_ready)
+            deferred = _awaiting_bring_up(cycle_input, not_ready)
+            deferred.entries_stopped = cycle_input.controls.entries_stopped
+            return deferred
         # Only an open position has a mark to move and stops to trigger (the paper broker simulates
         # them on this market view): afterwards the symbol is read again, its stop may have filled.
         if position is not None:
@@ -354,6 +368,10 @@ class CycleRunner:
                        "the open position is still audited and protected")
         cycle.response.daily_realized_pnl = dec(daily)
         cycle.response.available_balance = dec(account.available_balance)
+        cycle.response.entries_stopped = cycle_input.controls.entries_stopped
+        if position is not None and cycle_input.controls.flatten:
+            # Before the safety rules: a rule that pauses the bot must not leave the position open.
+            position, daily = await self._flatten(cycle, position, daily)
 
         trip = first_trip(SafetyContext(
             settings=cycle_input.settings,
@@ -582,6 +600,14 @@ class CycleRunner:
                                  cycle.settings.take_profit_percent, self._rules(cycle).tick_size)
 
     async def _maybe_enter(self, cycle: _Cycle) -> None:
+        stopped = cycle.input.controls.entries_stopped
+        if stopped:   # an operator's halt or the circuit breaker: no new entry, whatever the signal
+            blocked = blocked_entry(cycle.input.signal, cycle.settings.confidence_threshold)
+            cycle.response.decision = entries_stopped_decision(stopped, blocked, cycle.response.decision)
+            if blocked:
+                cycle.note("SYSTEM", "WARNING", "ENTRY_HALTED",
+                           f"{blocked} on {cycle.symbol}: entry not made, {stopped}", {"reason": stopped})
+            return
         signal = cycle.input.signal
         side = _ACTION_SIDE.get(signal.action) if signal is not None else None
         if side is None or signal is None:
@@ -618,6 +644,32 @@ class CycleRunner:
         # From here the work belongs to the server: a caller that goes away cannot stop it between the
         # entry and its stop. The lease goes with it.
         await self._owned_by_server(cycle, self._enter_under_lease(cycle, side, size, action, rules))
+
+    async def _flatten(self, cycle: _Cycle, position: ExchangePosition,
+                       daily: Decimal | None) -> tuple[ExchangePosition | None, Decimal | None]:
+        """An operator's halt asked for every position to be closed: close this one reduce-only now and book
+        it. Returns what is still open (a failed or partial close: it goes on to the usual audit) and today's
+        PnL with the close in it."""
+        reason = cycle.input.controls.entries_stopped
+        async with self._exclusive(cycle):
+            try:
+                fill, remaining = await self._close_and_look(cycle, position, FLATTENED)
+            except TradebotError as error:
+                cycle.note("ERROR", "CRITICAL", "FLATTEN_FAILED",
+                           flatten_failed_message(reason, position.side, cycle.symbol, error.message))
+                return await _position_or_none(cycle) or position, daily
+            if fill is not None and remaining is None:
+                record = await cycle.broker.closed_trade(cycle.symbol, position.side, self._open_time(cycle, position))
+                if record is not None:
+                    cycle.book(record)
+                    daily = None if daily is None else daily + record.realized_pnl
+                    cycle.response.daily_realized_pnl = dec(daily)
+        if remaining is None:
+            closed = flattened(position.side, position.quantity, cycle.symbol, fill.price if fill else None)
+            cycle.note("SYSTEM", "WARNING", "POSITION_FLATTENED", f"{reason}: {closed}",
+                       {"side": position.side, "quantity": dec(position.quantity), "reason": reason})
+            cycle.response.decision = closed
+        return remaining, daily
 
     async def _owned_by_server(self, cycle: _Cycle, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.ensure_future(asyncio.wait_for(_beyond_the_caller(work, self._entry_protection_seconds),

@@ -12,6 +12,7 @@ bot that is not ACTIVE or that another tick holds.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -21,21 +22,25 @@ from tradebot.v1 import executor_pb2
 
 from services.common.decimals import format_decimal, parse_decimal
 from services.common.errors import Aborted, FailedPrecondition, InvalidArgument, PermissionDenied
+from services.common.trading_controls import NO_CONTROLS, EntryControls
 from services.executor.bot_config import BotSettings, settings_from_document, validate_config
 from services.executor.convert import side_from_proto, stored_position_to_proto
 from services.executor.cycle import CycleInput
 from services.executor.market_inputs import MarketReader
 from services.executor.stored_bots import StoredBot, StoredBotReader
+from services.executor.trading_controls_reader import TradingControlsReader
 
 RUNNABLE_STATUS = "ACTIVE"
 
 
 class CycleRequests:
     def __init__(self, bots: StoredBotReader, market: MarketReader,
-                 now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+                 now: Callable[[], datetime] = lambda: datetime.now(UTC),
+                 controls: TradingControlsReader | None = None) -> None:
         self._bots = bots
         self._market = market
         self._now = now
+        self._controls = controls   # None: no operator controls (a test's executor)
 
     async def resolve(self, request: executor_pb2.RunCycleRequest, deadline: float | None) -> CycleInput:
         if not request.tick_id:
@@ -49,9 +54,12 @@ class CycleRequests:
         check_statements(request, stored)
         bot = stored.bot
         position = None if bot.position is None else stored_position_to_proto(bot.position)
-        market = await self._market.inputs(bot.symbol, bot.config.interval,
-                                           position.open_time_ms if position is not None else None,
-                                           request.tick_id, deadline)
+        # The operator's halts and the circuit breaker, as they stand now, read beside the market data.
+        market, controls = await asyncio.gather(
+            self._market.inputs(bot.symbol, bot.config.interval,
+                                position.open_time_ms if position is not None else None, request.tick_id, deadline),
+            self._entry_controls(str(bot.user_id)),
+        )
         return CycleInput(
             tick_id=request.tick_id,
             bot_instance_id=str(bot.instance_id),
@@ -64,7 +72,11 @@ class CycleRequests:
             signal=request.signal if request.HasField("signal") else None,
             market=market,
             deadline=deadline,
+            controls=controls,
         )
+
+    async def _entry_controls(self, user_id: str) -> EntryControls:
+        return NO_CONTROLS if self._controls is None else await self._controls.for_user(user_id)
 
     async def stored_bot(self, ref: executor_pb2.BotRef) -> StoredBot:
         """The named bot, refused when the caller's statement of its owner or connection is wrong."""

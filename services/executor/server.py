@@ -11,6 +11,7 @@ from pymongo import AsyncMongoClient
 from pymongo.errors import ConnectionFailure, NetworkTimeout, ServerSelectionTimeoutError
 from tradebot.v1 import executor_pb2, executor_pb2_grpc
 
+from services.common.circuit_breaker import BreakerTrips, process_name
 from services.common.errors import Unavailable
 from services.common.grpc_client import make_channel
 from services.common.caller_policy import GATEWAY, OPERATOR
@@ -30,6 +31,8 @@ from services.executor.stored_bots import StoredBotReader
 from services.common.weight_governor import caller_deadline
 from services.executor.entry_intents import MongoEntryIntents
 from services.executor.symbol_leases import MongoSymbolLeases
+from services.executor.exchange_failures import ExchangeFailureEvidence, FailureWatchedBrokers
+from services.executor.trading_controls_reader import TradingControlsReader
 
 SERVICE_NAME = "tradebot.v1.Executor"
 DRAIN_PROTECTED_ENTRIES_SECONDS = 30.0
@@ -86,7 +89,15 @@ class ExecutorApp:
         self.vault = CredentialVault(settings.credentials_keys)
         self.brokers = BrokerFactory(db, self.vault, settings)
         self.leases = MongoSymbolLeases(db)
-        self.runner = CycleRunner(ConnectionRepository(db), self.brokers, AccountCache(),
+        # Operator controls: every cycle reads the halts and the breaker; live accounts' exchange failures
+        # are the breaker's evidence (the brokers the cycle gets are watched).
+        self.controls = TradingControlsReader(db)
+        self.exchange_failures = ExchangeFailureEvidence(
+            db, BreakerTrips(db, settings.breaker, process_name("executor")),
+            lambda: self.controls.breaker_open,
+        )
+        self.runner = CycleRunner(ConnectionRepository(db), FailureWatchedBrokers(self.brokers, self.exchange_failures),
+                                  AccountCache(),
                                   on_connection=note_connection_mode, leases=self.leases,
                                   late_results=LateResults(db), intents=MongoEntryIntents(db))
         # The market service is the executor's source of prices and filters (tests may hand in their own).
@@ -94,7 +105,7 @@ class ExecutorApp:
         if market is None:
             assert self._market_channel is not None
             market = MarketServiceReader(self._market_channel)
-        self.requests = CycleRequests(StoredBotReader(db), market)
+        self.requests = CycleRequests(StoredBotReader(db), market, controls=self.controls)
         self.servicer = ExecutorServicer(self.requests, self.runner)
         self._closed = False
 
@@ -110,6 +121,7 @@ class ExecutorApp:
         # A protected entry that outlived its caller finishes (stop placed, result stored) before the
         # connections it needs are closed.
         await self.runner.drain(DRAIN_PROTECTED_ENTRIES_SECONDS)
+        await self.exchange_failures.settled()
         if self._market_channel is not None:
             await self._market_channel.close()
         await self.brokers.close()

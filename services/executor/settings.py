@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 
 from services.common.binance_client import DEFAULT_FUTURES_TESTNET_URL, DEFAULT_FUTURES_URL, DEFAULT_SPOT_URL
+from services.common.circuit_breaker import BreakerSettings
 from services.common.settings import SettingsError, env_bool, env_int, env_mongodb_uri, env_optional, env_str
 from services.common.tls import client_tls_from_env, require_secure_targets
 from services.executor.credentials import parse_credentials_keys
@@ -32,6 +33,7 @@ class ExecutorSettings:
     binance_futures_ws_url: str = DEFAULT_FUTURES_WS_URL
     binance_futures_testnet_ws_url: str = DEFAULT_FUTURES_TESTNET_WS_URL
     user_streams: bool = True
+    breaker: BreakerSettings = BreakerSettings()   # the fleet circuit breaker's thresholds (BREAKER_*)
 
     def ws_url_for(self, futures_url: str) -> str:
         return (self.binance_futures_ws_url if futures_url == self.binance_futures_url
@@ -63,6 +65,7 @@ class ExecutorSettings:
             binance_futures_testnet_ws_url=_ws_root("BINANCE_FUTURES_TESTNET_WS_URL", "BINANCE_FUTURES_TESTNET_URL",
                                                     DEFAULT_FUTURES_TESTNET_URL, DEFAULT_FUTURES_TESTNET_WS_URL, env),
             user_streams=env_bool("BINANCE_USER_STREAMS", True, env=env),
+            breaker=BreakerSettings.from_env(env),
         )
 
 

@@ -7,6 +7,11 @@ TradeLogs to notify about come from the tick itself when all its writes
 succeeded (no read); after a failed write only what was stored counts, read
 back with ONE query per tick (the tick's logs all carry ``createdAt`` = the
 tick's start), never one per bot.
+
+The operator controls' events (a halt or resume from the CLI, a circuit breaker
+trip by any process) are not the tick's own: after each tick the ones not yet
+sent are claimed (``notifiedAt``, so one gateway replica sends each) and queued
+with their TradeLogs; while none is pending this costs one indexed query.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from bson.errors import InvalidId
 from pymongo.asynchronous.database import AsyncDatabase
 
 from services.common import metrics
+from services.common.trading_controls import EVENTS_COLLECTION as CONTROL_EVENTS
 from services.gateway.results import BotResult, summarize
 from services.gateway.tick import TickOutcome
 from services.notifications.dispatcher import WebhookDispatcher
@@ -33,6 +39,7 @@ log = logging.getLogger(__name__)
 TICKS = "ticks"
 TRADE_LOGS = "tradelogs"
 AFTER_TICK_TIMEOUT_SECONDS = 10.0
+CONTROL_EVENTS_PER_TICK = 100   # control events sent after one tick at most; the rest after the next
 
 TickOutcomeName = Literal["ok", "no_bots", "persist_failed", "db_unavailable"]
 
@@ -119,6 +126,7 @@ class TickObserver:
         """``/api/status`` reads the newest tick: keep that a seek, not a scan (best effort)."""
         try:
             await self._db[TICKS].create_index([("finishedAt", -1)], name="finishedAt_desc")
+            await self._db[CONTROL_EVENTS].create_index("notifiedAt", name="notifiedAt")
         except Exception as error:  # a missing index costs speed, never correctness
             log.warning("could not create the ticks index", extra={"error": type(error).__name__})
 
@@ -134,6 +142,8 @@ class TickObserver:
             await self._db[TICKS].insert_one(report.document())
         except Exception as error:  # the webhooks below do not depend on it
             log.error("writing the ticks document failed", extra={"tickId": report.tick_id, "error": repr(error)})
+        if self._dispatcher is not None and report.outcome != "db_unavailable":
+            await self._notify_control_events(report.finished_at)
         if self._dispatcher is None or report.outcome not in ("ok", "persist_failed"):
             return  # no bots ran: nothing to notify
         if report.outcome == "ok":   # every TradeLog of the tick is stored: no need to read them back
@@ -143,6 +153,27 @@ class TickObserver:
         queued = self._dispatcher.enqueue(entries)
         if queued:
             log.info("webhook events queued", extra={"tickId": report.tick_id, "events": queued})
+
+    async def _notify_control_events(self, now: datetime) -> None:
+        """Queue the halts, resumes and breaker trips not sent yet, each claimed first (once, fleet-wide)."""
+        assert self._dispatcher is not None
+        try:
+            events = self._db[CONTROL_EVENTS]
+            pending = await events.find({"notifiedAt": None}, {"_id": 1}).sort("_id", 1) \
+                .limit(CONTROL_EVENTS_PER_TICK).to_list()
+            claimed = []
+            for event in pending:
+                taken = await events.update_one({"_id": event["_id"], "notifiedAt": None}, {"$set": {"notifiedAt": now}})
+                if taken.modified_count:
+                    claimed.append(event["_id"])
+            if not claimed:
+                return
+            entries = await self._db[TRADE_LOGS].find({"_id": {"$in": claimed}}).sort("_id", 1).to_list()
+        except Exception as error:   # the next tick tries again (what was claimed is lost: logged)
+            log.error("sending the operator control events failed", extra={"error": repr(error)})
+            return
+        queued = self._dispatcher.enqueue(entries)
+        log.info("operator control events queued", extra={"events": queued})
 
     async def written_logs(self, report: TickReport) -> list[dict[str, Any]]:
         """This tick's TRADE/SAFETY/ERROR TradeLogs, as stored (with their ``_id``)."""

@@ -18,6 +18,7 @@ from typing import Any
 
 from bson import ObjectId
 from pymongo import AsyncMongoClient, UpdateOne
+from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError, ConnectionFailure, PyMongoError
 
 from services.common.mongo_metrics import COMMAND_LISTENER
@@ -67,6 +68,11 @@ class BotRepository:
             **{**client_options, "event_listeners": [COMMAND_LISTENER, *client_options.get("event_listeners", [])]},
         )
         return cls(client, database)
+
+    @property
+    def database(self) -> AsyncDatabase:
+        """The database itself, for the tick's other writers (the circuit breaker's trips)."""
+        return self._db
 
     async def close(self) -> None:
         await self._client.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from services.common.circuit_breaker import BreakerSettings
 from services.common.settings import (
     SettingsError,
     env_bool,
@@ -54,6 +55,8 @@ class GatewaySettings:
     webhook_allowed_networks: tuple[IPNetwork, ...] = ()
     # Bearer token of /api/status (every user's positions): not the cron secret, which Upstash holds. None: off.
     status_token: str | None = None
+    # The fleet circuit breaker: the gateway judges the tick's candles for flash crashes (BREAKER_FLASH_*).
+    breaker: BreakerSettings = BreakerSettings()
 
     def __repr__(self) -> str:  # never print the secret, whatever logs the settings
         return f"GatewaySettings(mongodb_db={self.mongodb_db!r}, host={self.host!r}, port={self.port})"
@@ -107,4 +110,5 @@ class GatewaySettings:
             cron_public_url=public_url,
             webhook_allowed_networks=env_networks("WEBHOOK_ALLOWED_NETWORKS", env=env),
             status_token=status_token,
+            breaker=BreakerSettings.from_env(env),
         )

@@ -7,6 +7,8 @@ and returns a JSON-ready dict:
 - ``openPositions``: every bot with a ``currentPosition``, its unrealised PnL
 - ``realizedPnlToday``: per bot, the sum of ``data.realizedPnl`` of TRADE logs since 00:00 UTC
 - ``tradeLogsLast24h``: ANALYSIS entries (logType), ERROR and CRITICAL entries (severity)
+- ``tradingControls``: the operator's halts (fleet, per user; who, why, since when, flatten) and the fleet
+  circuit breaker (open or not, cause, evidence, until when), from ``tradingcontrols``
 - ``lastTick``: from the latest ``ticks`` document ({tickId, startedAt, finishedAt, outcome,
   summary}) when the gateway records ticks; else the time of the newest ANALYSIS/ERROR TradeLog
   or bot ``lastRunAt`` (every tick writes those), outcome unknown.
@@ -23,6 +25,7 @@ from typing import Any
 from pymongo.asynchronous.database import AsyncDatabase
 
 from services.common.stored_values import as_utc, to_decimal
+from services.common.trading_controls import COLLECTION as TRADING_CONTROLS, describe_halts
 
 _POSITION_FIELDS = {"botName": 1, "symbol": 1, "status": 1, "currentPosition": 1}
 # Where a closed trade's realised PnL may sit in a TRADE log's data, most specific first.
@@ -124,11 +127,16 @@ async def _last_tick(db: AsyncDatabase) -> dict[str, Any] | None:
     return {"at": _iso(max(moments)), "tickId": None, "outcome": None, "summary": None, "source": "tradelogs"}
 
 
+async def _trading_controls(db: AsyncDatabase, now: datetime) -> dict[str, Any]:
+    return describe_halts(await db[TRADING_CONTROLS].find({}).to_list(), now)
+
+
 async def build_status_report(db: AsyncDatabase, now: datetime | None = None) -> dict[str, Any]:
     current = now or datetime.now(UTC)
     midnight = current.replace(hour=0, minute=0, second=0, microsecond=0)
     return {
         "generatedAt": _iso(current),
+        "tradingControls": await _trading_controls(db, current),
         "botsByStatus": await _bots_by_status(db),
         "openPositions": await _open_positions(db),
         "realizedPnlToday": await _realized_today(db, midnight),

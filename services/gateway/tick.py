@@ -29,6 +29,7 @@ from typing import Any
 import grpc
 from tradebot.v1 import common_pb2, executor_pb2, market_pb2, strategy_pb2
 
+from services.common.circuit_breaker import BreakerSettings, BreakerTrips, process_name
 from services.common.grpc_client import retry_after as retry_after_trailer
 from services.common.grpc_server import BOT_INSTANCE_ID_METADATA_KEY, TICK_ID_METADATA_KEY
 from services.common.jsonlog import bot_instance_id_var, tick_id_var
@@ -36,6 +37,7 @@ from services.gateway import records
 from services.gateway.clients import ServiceClients
 from services.common.public_errors import without_addresses
 from services.gateway.conversions import action_name
+from services.gateway.flash_crash import FlashCrashWatch
 from services.common.bot_documents import BotDocument, BotIdentity, InvalidBotDocument, identity_of, parse_bot
 from services.gateway.repository import BotRepository, BotUpdate, DatabaseUnavailable
 from services.gateway.results import BotResult, BotStatus
@@ -60,6 +62,7 @@ class TickConfig:
     write_reserve_seconds: float = 10.0
     group_work: bool = True
     weight_budget: int = DEFAULT_WEIGHT_BUDGET   # 0: no planning
+    breaker: BreakerSettings = BreakerSettings()   # the flash-crash trigger of the fleet circuit breaker
 
     @classmethod
     def from_settings(cls, settings: GatewaySettings) -> TickConfig:
@@ -72,6 +75,7 @@ class TickConfig:
             write_reserve_seconds=settings.write_reserve_seconds,
             group_work=settings.group_work,
             weight_budget=settings.weight_budget_per_tick,
+            breaker=settings.breaker,
         )
 
 
@@ -106,10 +110,14 @@ class _Skip(Exception):
 
 
 class TickRunner:
-    def __init__(self, config: TickConfig, repository: BotRepository, clients: ServiceClients) -> None:
+    def __init__(self, config: TickConfig, repository: BotRepository, clients: ServiceClients,
+                 flash_watch: FlashCrashWatch | None = None) -> None:
         self.config = config
         self.repository = repository
         self.clients = clients
+        # Kept across ticks: each candle is judged once.
+        self.flash_watch = flash_watch or FlashCrashWatch(
+            BreakerTrips(repository.database, config.breaker, process_name("gateway")), config.breaker)
 
     async def run(self, tick_id: str | None = None) -> TickOutcome:
         tick = _Tick(self, tick_id or uuid.uuid4().hex)
@@ -125,6 +133,7 @@ class _Tick:
         self.config = runner.config
         self.repository = runner.repository
         self.clients = runner.clients
+        self.flash_watch = runner.flash_watch
         self.tick_id = tick_id
         self.now = datetime.now(UTC)
         self.started = time.monotonic()
@@ -244,6 +253,8 @@ class _Tick:
         except _StageFailed as failure:
             self._fail_all(bots, f"Market data for {symbol} {interval} unavailable: {failure}", "MARKET_DATA_ERROR")
             return
+        # Before this group's cycles: a flash crash in these candles opens the breaker for their entries too.
+        await self.flash_watch.judge(symbol, interval, market.candles)
         by_strategy: dict[tuple[Any, ...], list[BotDocument]] = defaultdict(list)
         for bot in bots:
             # Same strategy, parameters and AI choice on the same candles: one analysis.
@@ -367,14 +378,19 @@ class _Tick:
         analysis: strategy_pb2.AnalyzeResponse,
         cycle: executor_pb2.RunCycleResponse,
     ) -> None:
+        # Entries stopped by an operator's halt or the circuit breaker: a bot whose cycle had nothing to do but the
+        # entry it stopped is "skipped" with the reason; one with a position (monitored, protected) or a trade
+        # closed this cycle (a stop, a flatten) was served and succeeds, the reason in its result.
+        stopped = cycle.entries_stopped
+        skipped = bool(stopped) and not cycle.has_position and not cycle.closed_trades
         result = _result(
             bot.identity,
-            "success",
+            "skipped" if skipped else "success",
             action=action_name(analysis.signal.action),
             confidence=analysis.signal.confidence,
             order_placed=cycle.order.placed,
             has_position=cycle.has_position,
-            error=records.cycle_error(cycle),
+            error=stopped if skipped else "; ".join(filter(None, (records.cycle_error(cycle), stopped))) or None,
         )
         self.outcomes[bot.instance_id] = _BotOutcome(
             result,

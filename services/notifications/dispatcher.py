@@ -43,7 +43,7 @@ from services.notifications.egress import (
     IPNetwork,
     resolve_permitted,
 )
-from services.notifications.registry import COLLECTION, event_for, subscribes
+from services.notifications.registry import COLLECTION, event_for, for_operators, subscribes
 from services.notifications.signing import (
     DELIVERY_HEADER,
     EVENT_HEADER,
@@ -242,15 +242,16 @@ class WebhookDispatcher:
                 self._queue.task_done()
 
     async def _subscribers(self, item: _QueuedEvent) -> list[Mapping[str, Any]]:
+        found: list[Mapping[str, Any]] = []
         user_id = item.entry.get("userId")
-        if user_id is None:
-            return []
-        # Registrations may hold the id as ObjectId or as its string.
-        forms: list[Any] = [user_id, str(user_id)]
-        if ObjectId.is_valid(str(user_id)):
-            forms.append(ObjectId(str(user_id)))
-        cursor = self._webhooks.find({"userId": {"$in": forms}, "isActive": True})
-        found = [webhook async for webhook in cursor]
+        if user_id is not None:
+            # Registrations may hold the id as ObjectId or as its string.
+            forms: list[Any] = [user_id, str(user_id)]
+            if ObjectId.is_valid(str(user_id)):
+                forms.append(ObjectId(str(user_id)))
+            found += [webhook async for webhook in self._webhooks.find({"userId": {"$in": forms}, "isActive": True})]
+        if for_operators(item.entry):   # halts, resumes and breaker trips also reach the operators
+            found += [webhook async for webhook in self._webhooks.find({"operator": True, "isActive": True})]
         return [webhook for webhook in found if subscribes(webhook, item.entry, item.event)]
 
     async def _deliver(self, webhook: Mapping[str, Any], item: _QueuedEvent) -> None:

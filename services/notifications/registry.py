@@ -1,7 +1,10 @@
 """Webhook registrations (collection ``webhooks``) and which TradeLogs they receive.
 
 A registration is ``{userId, botInstanceId (absent/None = every bot of the
-user), url, secret, events, isActive, createdAt}``. ``secret`` is a random
+user), url, secret, events, isActive, createdAt}``. An operator's registration
+(``tradebot webhook add --operator``) has ``operator: true`` and no user: it
+receives the operator controls' events (halts, resumes, circuit breaker trips,
+``CONTROL_ACTIONS``), fleet-wide and per user. ``secret`` is a random
 per-webhook signing key generated here and shown to the user once; it is
 stored as is because the gateway, which sends notifications, must sign with
 it and does not hold the credential key. It is a shared secret with the
@@ -16,6 +19,7 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
+from services.common.trading_controls import CONTROL_ACTIONS
 from services.notifications.egress import ALLOWED_SCHEMES, IPNetwork, parse_ip_literal, permitted
 
 COLLECTION = "webhooks"
@@ -102,6 +106,24 @@ def new_webhook_document(
         "isActive": True,
         "createdAt": now or datetime.now(UTC),
     }
+
+
+def new_operator_webhook_document(
+    url: str,
+    *,
+    events: Iterable[str] | None = None,
+    now: datetime | None = None,
+    allowed_networks: Sequence[IPNetwork] = (),
+) -> dict[str, Any]:
+    """An operator's registration: the halt, resume and circuit-breaker events of the whole fleet."""
+    document = new_webhook_document(None, url, events=events, now=now, allowed_networks=allowed_networks)
+    document["operator"] = True
+    return document
+
+
+def for_operators(entry: Mapping[str, Any]) -> bool:
+    """Whether an entry is an operator control's event, which operators' webhooks receive."""
+    return entry.get("action") in CONTROL_ACTIONS
 
 
 def subscribes(webhook: Mapping[str, Any], entry: Mapping[str, Any], event: str) -> bool:

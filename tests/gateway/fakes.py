@@ -157,6 +157,7 @@ class FakeExecutor(executor_pb2_grpc.ExecutorServicer):
     safety_trips: set[str] = field(default_factory=set)         # bot instance ids tripping DAILY_LOSS
     closed_trades: dict[str, list[executor_pb2.ClosedTrade]] = field(default_factory=dict)
     events: dict[str, list[executor_pb2.ExecutorEvent]] = field(default_factory=dict)
+    entries_stopped: dict[str, str] = field(default_factory=dict)   # bot instance id -> why (a halt, the breaker)
     gate: asyncio.Event | None = None                           # set: every call waits for it
     entered: asyncio.Event = field(default_factory=asyncio.Event)
     peers: set[str] = field(default_factory=set)                # client address:port of every call
@@ -176,6 +177,7 @@ class FakeExecutor(executor_pb2_grpc.ExecutorServicer):
         response = executor_pb2.RunCycleResponse(
             closed_trades=self.closed_trades.get(bot_id, []), daily_realized_pnl="0", available_balance="1000",
             events=self.events.get(bot_id, []), reference_price=PRICE,
+            entries_stopped=self.entries_stopped.get(bot_id, ""),
         )
         if bot_id in self.safety_trips:
             response.safety.CopyFrom(
@@ -192,7 +194,9 @@ class FakeExecutor(executor_pb2_grpc.ExecutorServicer):
             response.decision = "position open: monitoring"
             return response
         signal = request.signal
-        if signal.action in (common_pb2.ACTION_BUY, common_pb2.ACTION_SELL) and (
+        if response.entries_stopped:
+            response.decision = f"{response.entries_stopped}: no new entry"
+        elif signal.action in (common_pb2.ACTION_BUY, common_pb2.ACTION_SELL) and (
             signal.confidence > stored.config.confidence_threshold
         ):
             side = common_pb2.SIDE_LONG if signal.action == common_pb2.ACTION_BUY else common_pb2.SIDE_SHORT
