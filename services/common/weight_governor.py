@@ -303,6 +303,16 @@ def waiting_at_most(seconds: float) -> Iterator[None]:
 
 
 @contextmanager
+def at_priority(priority: Priority) -> Iterator[None]:
+    """Requests in this block are ``priority``'s work for the governor."""
+    token = priority_var.set(priority)
+    try:
+        yield
+    finally:
+        priority_var.reset(token)
+
+
+@contextmanager
 def caller_deadline(deadline: float | None, *, margin_s: float = 0.5) -> Iterator[None]:
     """The gRPC caller's deadline (a monotonic instant) for the requests made on its behalf."""
     token = deadline_var.set(None if deadline is None else deadline - margin_s)

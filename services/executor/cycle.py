@@ -51,7 +51,7 @@ from tradebot.v1 import common_pb2, executor_pb2
 from services.common.decimals import parse_decimal
 from services.common.errors import FailedPrecondition, InvalidArgument, ResourceExhausted, TradebotError
 from services.common.trading_controls import NO_CONTROLS, EntryControls
-from services.common.weight_governor import deadline_var, waiting_at_most
+from services.common.weight_governor import Priority, at_priority, deadline_var, waiting_at_most
 from services.executor.account_cache import AccountCache
 from services.executor.bot_config import BotSettings
 from services.executor.brokers.base import (
@@ -345,7 +345,11 @@ class CycleRunner:
             # Flat, not about to enter and nothing closed just now: today's PnL decides nothing, so it is not
             # read (on Binance it costs weight; the response then reports it unknown, never 0).
             if position is not None or cycle.closed or _would_enter(cycle):
-                with waiting_at_most(ENTRY_WEIGHT_WAIT_SECONDS):   # never hold the tick for it
+                # Never hold the tick for it. An entry's read is the tick's own work; an open position's is
+                # background (it is judged on its open loss meanwhile): thousands of positions' first reads of
+                # the day after a restart must not take the room every entry needs.
+                urgency = Priority.BACKGROUND if position is not None else Priority.TICK
+                with waiting_at_most(ENTRY_WEIGHT_WAIT_SECONDS), at_priority(urgency):
                     daily = await self._accounts.daily_pnl(
                         connection_id, tick_id, symbol, utc_midnight_ms(self._clock()),
                         broker.realized_pnl_by_symbol_since, broker.realized_pnl_since,

@@ -20,6 +20,7 @@ from tradebot.v1 import common_pb2
 
 from services.backtest.wiring import SinglePaperBroker, SinglePaperConnection
 from services.common.errors import FailedPrecondition, Unavailable
+from services.common.weight_governor import Priority, priority_var
 from services.executor.account_cache import AccountCache
 from services.executor.admin import store_connection_async
 from services.executor.brokers.base import ExchangePosition
@@ -255,3 +256,31 @@ async def test_paper_stop_filled_by_this_bots_observe_is_not_hidden_by_the_share
     # The ETH bot (flat, holding) reads no daily PnL; the BTC bot reads its own, this loss included.
     assert broker.daily_snapshot_reads == 1 and broker.daily_symbol_reads == 1
     assert later.daily_realized_pnl == trade.realized_pnl
+
+
+class PriorityRecordingBroker(PaperBroker):
+    """A broker read symbol by symbol (as Binance's is), recording how urgent each PnL read was made."""
+
+    def __init__(self, store: MemoryPaperStore) -> None:
+        super().__init__(store, "paper-account", initial_balance=Decimal(10000), taker_fee=Decimal("0.0005"))
+        self.pnl_read_priorities: list[Priority] = []
+
+    async def realized_pnl_by_symbol_since(self, since_ms: int) -> dict[str, Decimal] | None:
+        return None
+
+    async def realized_pnl_since(self, symbol: str, since_ms: int) -> Decimal:
+        self.pnl_read_priorities.append(priority_var.get())
+        return await super().realized_pnl_since(symbol, since_ms)
+
+
+async def test_an_entrys_pnl_read_is_the_ticks_own_work_and_an_open_positions_is_background():
+    # After a restart thousands of open positions need their first PnL read of the day: on the background
+    # share, so they never take the room an entry's read needs (the entry would be deferred tick after tick).
+    broker = PriorityRecordingBroker(MemoryPaperStore())
+    runner = _paper_runner(broker)
+    user = str(ObjectId())
+    entered = await runner.run(cycle_input(user_id=user, tick_id="tick-1", bot_instance_id=_bot_id(1)))
+    assert entered.order.placed
+    assert broker.pnl_read_priorities == [Priority.TICK]
+    await runner.run(_hold(user, "tick-2", 1, "BTCUSDT").input())   # holding its position
+    assert broker.pnl_read_priorities == [Priority.TICK, Priority.BACKGROUND]

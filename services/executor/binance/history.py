@@ -17,7 +17,6 @@ import time
 from decimal import Decimal
 from typing import Any
 
-from services.common.weight_governor import Priority, priority_var
 from services.executor.binance.account import PnlBaseline
 from services.executor.binance.rest import AccountRest
 from services.executor.brokers.base import ClosedTradeRecord, PositionSide
@@ -84,15 +83,11 @@ class History:
         return list(rows.values())
 
     async def realized_pnl_since(self, symbol: str, since_ms: int) -> Decimal:
-        """Realised PnL net of commissions since ``since_ms`` (see the module docstring). Its REST reads are
-        background work for the governor: they never take the room a tick's reads and orders need; when
-        none is left the caller gets ``ResourceExhausted`` (an entry waits, a position keeps its open-loss
-        check) and the read is tried again at the next tick, so first-contact reads spread over minutes."""
-        token = priority_var.set(Priority.BACKGROUND)
-        try:
-            return await self._realized_pnl_since(symbol, since_ms)
-        finally:
-            priority_var.reset(token)
+        """Realised PnL net of commissions since ``since_ms`` (see the module docstring). The caller says how
+        urgent its REST read is (``weight_governor.at_priority``): the cycle reads it for an entry as the tick's
+        own work, for an open position as background work; with no room the caller gets ``ResourceExhausted``
+        and the read is tried again at the next tick, so first-contact reads spread over minutes."""
+        return await self._realized_pnl_since(symbol, since_ms)
 
     async def _realized_pnl_since(self, symbol: str, since_ms: int) -> Decimal:
         state = self._shared.live_state()
