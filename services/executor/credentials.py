@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
 from services.common.errors import FailedPrecondition
+from services.common import metrics
 from services.common.jsonlog import register_secret
 from services.common.settings import SettingsError
 
@@ -58,6 +59,8 @@ class CredentialVault:
         try:
             value = self._fernet.decrypt(token.encode()).decode()
         except (InvalidToken, ValueError, TypeError, AttributeError):
+            # Usually a lost or mis-rotated CREDENTIALS_KEYS: every bot of every such account stops; alerted.
+            metrics.CREDENTIAL_FAILURES_TOTAL.labels(reason="decrypt").inc()
             raise FailedPrecondition(DECRYPT_FAILED_MESSAGE) from None
         register_secret(value)
         return value

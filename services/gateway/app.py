@@ -18,6 +18,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
+from services.common import metrics
 from services.common.mongo_metrics import COMMAND_LISTENER
 from services.gateway.auth import BearerAuthenticator, CronAuthenticator
 from services.gateway.clients import ServiceClients
@@ -125,6 +126,16 @@ def create_app(
         return JSONResponse(UNAUTHORIZED, status_code=401)
 
     async def run_bots(request: Request) -> Response:
+        """Every answer is counted by status code: a cron that gets 401s (a rotated secret) or 503s is an alert."""
+        try:
+            response = await _run_bots(request)
+        except Exception:
+            metrics.CRON_RESPONSES_TOTAL.labels(code="500").inc()
+            raise
+        metrics.CRON_RESPONSES_TOTAL.labels(code=str(response.status_code)).inc()
+        return response
+
+    async def _run_bots(request: Request) -> Response:
         if request.method not in ("GET", "POST"):  # Starlette adds HEAD to GET routes: a probe must not run a tick
             return PlainTextResponse("Method Not Allowed", status_code=405, headers={"Allow": "GET, POST"})
         # Authentication comes first: an unauthenticated caller costs no database work.

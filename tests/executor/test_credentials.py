@@ -9,6 +9,7 @@ import sys
 import pytest
 from bson import ObjectId
 from cryptography.fernet import Fernet, MultiFernet
+from prometheus_client import REGISTRY
 
 from services.common.errors import FailedPrecondition
 from services.executor.admin import rotate_all, store_connection
@@ -19,6 +20,7 @@ CLI_SECRET = "Xy9-cli-secret-never-echoed-4242"
 
 
 def test_a_token_that_does_not_decrypt_fails_with_a_clean_message():
+    failures_before = REGISTRY.get_sample_value("tradebot_credential_failures_total", {"reason": "decrypt"}) or 0.0
     vault = CredentialVault([Fernet.generate_key().decode()])
     foreign = Fernet(Fernet.generate_key()).encrypt(b"real-secret-value").decode()
     with pytest.raises(FailedPrecondition) as raised:
@@ -27,6 +29,8 @@ def test_a_token_that_does_not_decrypt_fails_with_a_clean_message():
     assert foreign not in str(raised.value) and raised.value.__cause__ is None
     with pytest.raises(FailedPrecondition):
         vault.decrypt("not a token")
+    # Counted for the operator's alert (a lost CREDENTIALS_KEYS stops every bot of the accounts it locked).
+    assert REGISTRY.get_sample_value("tradebot_credential_failures_total", {"reason": "decrypt"}) == failures_before + 2
 
 
 def test_rotation_keeps_old_tokens_readable_and_re_encrypts_under_the_first_key(mongo_client, mongo_db_name):

@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+from prometheus_client import REGISTRY
 
 from services.gateway import auth
 from services.gateway.settings import GatewaySettings, SettingsError
@@ -111,3 +112,15 @@ def test_gateway_process_refuses_to_start_with_a_short_secret():
     assert result.returncode == 2
     assert "CRON_SECRET must be at least 32 characters" in result.stderr
     assert short not in result.stdout + result.stderr
+
+
+async def test_every_cron_answer_is_counted_by_status_code(gateway):
+    # A cron that keeps getting 401 (a rotated secret) ticks nothing: the alert needs this counter.
+    def count(code: str) -> float:
+        return REGISTRY.get_sample_value("tradebot_cron_responses_total", {"code": code}) or 0.0
+
+    before = {code: count(code) for code in ("200", "401")}
+    gateway.add_bots(1)
+    assert (await gateway.http.get(PATH, headers=AUTH)).status_code == 200
+    assert (await gateway.http.get(PATH, headers={"Authorization": "Bearer wrong"})).status_code == 401
+    assert {code: count(code) - before[code] for code in before} == {"200": 1, "401": 1}
