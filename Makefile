@@ -39,12 +39,16 @@ run: install
 test: install ops-tools
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-# docker-compose v1 validates docker-compose.yml offline (no Docker engine needed).
+# docker-compose v1 validates docker-compose.yml offline (no Docker engine needed); Debian's prometheus
+# (promtool) and prometheus-alertmanager (amtool) check and unit-test the alerts, and run in a test.
 # --no-install-recommends: without it apt also pulls in the Docker daemon.
+OPS_PACKAGES := $(shell command -v docker-compose >/dev/null || echo docker-compose) \
+	$(shell command -v promtool >/dev/null && command -v prometheus >/dev/null || echo prometheus) \
+	$(shell command -v amtool >/dev/null || echo prometheus-alertmanager)
 ops-tools:
-	@command -v docker-compose >/dev/null || { \
+	@test -z "$(strip $(OPS_PACKAGES))" || { \
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends docker-compose >/dev/null; }
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $(OPS_PACKAGES) >/dev/null; }
 
 # Mutual TLS between the services: a private CA and one key pair per identity
 # (gateway, market, strategy, executor, operator) in certs/, git- and docker-ignored.

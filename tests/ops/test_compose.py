@@ -127,7 +127,7 @@ def test_mongo_credentials_are_required(missing: str, tmp_path: Path) -> None:
 
 def test_services_and_images(resolved: dict[str, Any]) -> None:
     services = resolved["services"]
-    assert set(services) == {"mongo", "tls-init", *APP_SERVICES}
+    assert set(services) == {"mongo", "tls-init", "prometheus", "alertmanager", *APP_SERVICES}
     assert services["mongo"]["image"] == "mongo:7"
     for name in APP_SERVICES:
         assert services[name]["build"]["dockerfile"] == f"services/{name}/Dockerfile"
@@ -403,3 +403,19 @@ def test_tls_init_is_confined(resolved: dict[str, Any]) -> None:
     assert set(init["cap_add"]) == {"CHOWN", "DAC_OVERRIDE"}
     assert "no-new-privileges:true" in init["security_opt"]
     assert init["read_only"] is True
+
+
+def test_prometheus_scrapes_every_service_with_the_tested_rules(resolved: dict[str, Any]) -> None:
+    services = resolved["services"]
+    prometheus = services["prometheus"]
+    for name in APP_SERVICES:   # on each service's own network (the gateway is on all of them)
+        assert set(services[name]["networks"]) & set(prometheus["networks"]), name
+    config_mount = mounts(prometheus)["/etc/prometheus"]
+    assert Path(config_mount["source"]).resolve() == (REPO_ROOT / "deploy" / "prometheus").resolve()
+    assert config_mount["read_only"]
+    config = yaml.safe_load((REPO_ROOT / "deploy" / "prometheus" / "prometheus.yml").read_text())
+    jobs = {job["job_name"]: job["dns_sd_configs"][0] for job in config["scrape_configs"]}
+    assert {name: (job["names"], job["port"]) for name, job in jobs.items()} == {
+        name: ([name], 9100) for name in APP_SERVICES}
+    assert set(services["alertmanager"]["networks"]) == {"monitoring-net", "alerts-out"}
+    assert resolved["networks"]["monitoring-net"].get("internal") is True
