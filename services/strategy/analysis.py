@@ -64,26 +64,28 @@ class AnalysisJob:
     interval: str
     candles: CandleSeries
     use_ai: bool
+    candles_digest: bytes   # of every candle as sent (``candles_key``)
 
     @property
     def cache_key(self) -> AnalysisKey:
-        # Exactly what makes two bots' questions identical: same strategy and
-        # parameters on the same market, same last closed candle.
+        # Exactly what makes two bots' questions identical: same strategy and parameters on the same market,
+        # and the same candles, every one of them. The last candle alone is not enough: EMA-200 and the other
+        # indicators depend on the whole history, its length and content (a request with 250 candles and one
+        # with 300 ending on the same candle were answered alike).
         return (
             self.strategy.bot_id,
             self.symbol,
             self.interval,
             tuple(sorted(self.params.items())),
             self.use_ai,
-            self.candles.last_open_time_ms,
-            float(self.candles.close[-1]),
+            self.candles_digest,
         )
 
 
 def job_from_request(request: strategy_pb2.AnalyzeRequest) -> AnalysisJob:
     """Validate everything before any work: bad input is INVALID_ARGUMENT, too little history FAILED_PRECONDITION."""
     strategy, params = _strategy_of(request)
-    return _job(request, strategy, params, parse_candles(request.candles))
+    return _job(request, strategy, params, parse_candles(request.candles), candles_key(request)[2])
 
 
 def _strategy_of(request: strategy_pb2.AnalyzeRequest) -> tuple[type[Strategy], dict[str, float]]:
@@ -93,9 +95,9 @@ def _strategy_of(request: strategy_pb2.AnalyzeRequest) -> tuple[type[Strategy], 
 
 
 def _job(request: strategy_pb2.AnalyzeRequest, strategy: type[Strategy], params: dict[str, float],
-         candles: CandleSeries) -> AnalysisJob:
+         candles: CandleSeries, candles_digest: bytes) -> AnalysisJob:
     require_candles(len(candles), strategy.min_candles, strategy.name)
-    return AnalysisJob(strategy, params, request.symbol, request.interval, candles, request.use_ai)
+    return AnalysisJob(strategy, params, request.symbol, request.interval, candles, request.use_ai, candles_digest)
 
 
 def candles_key(request: strategy_pb2.AnalyzeRequest) -> CandlesKey:
@@ -125,7 +127,7 @@ class Analyzer:
         strategy, params = _strategy_of(request)   # the cheap checks first, as job_from_request does
         market = candles_key(request)
         candles, _ = await self._candles.get_or_compute(market, lambda: _parse(request.candles))
-        job = _job(request, strategy, params, candles)
+        job = _job(request, strategy, params, candles, market[2])
         analysis, cached = await self._cache.get_or_compute(job.cache_key, lambda: self._compute(job, market))
         metrics.record_analysis(job.strategy.name, analysis.signal.action, cached, analysis.ai.requested)
         return analysis, cached

@@ -137,3 +137,35 @@ async def test_the_strategies_of_one_market_parse_its_candles_and_compute_its_in
         assert counts == {"parse": 3, "indicators": 3}
     finally:
         await analyzer.close()
+
+
+async def test_two_histories_ending_on_the_same_candle_get_their_own_analysis():
+    # The answer must be a function of the request: EMA-200 depends on every candle sent, not the last one.
+    analyzer = make_analyzer(strategy_settings())
+    service = await start_server([strategy_binding(analyzer)])
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{service.port}") as channel:
+            stub = strategy_pb2_grpc.StrategyStub(channel)
+            first = analyze_request(1)
+            other = analyze_request(1)
+            for candle in other.candles[:100]:   # an older history 5 % higher, the last 139 candles identical
+                for field in ("open", "high", "low", "close"):
+                    setattr(candle, field, f"{float(getattr(candle, field)) * 1.05:.2f}")
+            assert other.candles[-1] == first.candles[-1]
+
+            a = await stub.Analyze(first)
+            b = await stub.Analyze(other)
+            assert not b.cached
+            assert b.indicators["ema_200"] != a.indicators["ema_200"]
+            fresh = make_analyzer(strategy_settings())   # what a cold service answers for the second history
+            try:
+                alone, _ = await fresh.analyze(other)
+            finally:
+                await fresh.close()
+            assert b.indicators["ema_200"] == pytest.approx(alone.indicators["ema_200"])
+
+            again = await stub.Analyze(first)   # an identical request is still shared
+            assert again.cached and dict(again.indicators) == dict(a.indicators)
+    finally:
+        await service.stop(0)
+        await analyzer.close()
