@@ -30,7 +30,7 @@ from services.common.decimals import format_decimal
 
 YEAR_MS = 365 * 86_400_000
 TRADE_COLUMNS = ("openTime", "closeTime", "side", "entryPrice", "exitPrice", "quantity", "grossPnl", "fees",
-                 "realizedPnl", "reason")
+                 "realizedPnl", "reason", "strategy", "confidence", "risk")   # the last three: calibration
 
 
 def iso(ms: int) -> str:
@@ -165,9 +165,27 @@ def trades_csv(result: BacktestResult) -> str:
         writer.writerow([
             iso(int(trade["openTimeMs"])), iso(int(trade["closeTimeMs"])), trade["side"], trade["entryPrice"],
             trade["exitPrice"], trade["quantity"], trade["grossPnl"], trade["fees"], trade["realizedPnl"],
-            trade["reason"],
+            trade["reason"], result.strategy_name, opening_confidence(result, int(trade["openTimeMs"])),
+            format_decimal(entry_risk(result, trade)),
         ])
     return buffer.getvalue()
+
+
+def opening_confidence(result: BacktestResult, open_time_ms: int) -> str:
+    """The confidence of the entry signal that opened a trade: the last BUY/SELL decision at or before it."""
+    confidence = ""
+    for moment, action, value in result.decisions:
+        if moment > open_time_ms:
+            break
+        if action in ("BUY", "SELL"):
+            confidence = f"{value:g}"
+    return confidence
+
+
+def entry_risk(result: BacktestResult, trade: dict[str, Any]) -> Decimal:
+    """What the stop-loss put at risk at entry: the stop's distance (the bot's stop-loss %) times the quantity."""
+    percent = Decimal(str(result.params.config.stop_loss_percent))
+    return Decimal(trade["entryPrice"]) * percent / 100 * Decimal(trade["quantity"])
 
 
 def equity_png(result: BacktestResult, path: Path) -> None:

@@ -12,7 +12,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from services.backtest.cli import add_backtest_parser
-from services.cli import bots, controls, credentials, logs, ops, webhooks
+from services.cli import bots, calibration, controls, credentials, logs, ops, webhooks
 from services.cli.bot_config import INTERVALS
 from services.cli.errors import CliError
 
@@ -125,7 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tradebot",
         description="Manage trading bots: users, bots, exchange connections, logs, ticks, status, halts, webhooks, "
-        "backtests. "
+        "backtests, calibration. "
         "Reads MONGODB_URI/MONGODB_DB; CREDENTIALS_KEYS for connection/keys; GATEWAY_URL with CRON_SECRET "
         "for tick and STATUS_TOKEN for status.",
     )
@@ -138,6 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
     _credentials(commands)
     _webhooks(commands)
     add_backtest_parser(commands)
+    calibration.add_parser(commands)
     return parser
 
 

@@ -1,0 +1,131 @@
+"""Closed trades linked to the signal that opened them, from the platform's TradeLogs or a backtest.
+
+TradeLogs: a ``CLOSE_POSITION`` TRADE log carries the trade (``openTime``, ``entryPrice``, ``quantity``,
+``realizedPnl``); the same bot's ``OPEN_LONG``/``OPEN_SHORT`` log at that opening carries the stop-loss, and
+the ``ANALYSIS`` log written in the same tick (the gateway stamps every log of a bot's tick with the same
+``createdAt``) carries the signal: strategy, confidence and the AI's verdict. Trades whose opening cannot be
+found (opened by hand, logs expired) are counted as unlinked and left out, never guessed.
+
+Backtests: ``trades.csv`` carries ``strategy``, ``confidence`` and ``risk`` per trade.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any
+
+from pymongo.database import Database
+
+from services.analytics.calibration import SignalTrade
+
+OPEN_ACTIONS = ("OPEN_LONG", "OPEN_SHORT")
+# The opening TradeLog is written at the tick; the exchange's fill time can be a little later.
+OPEN_MATCH_WINDOW = timedelta(minutes=10)
+
+
+@dataclass(frozen=True)
+class LinkedTrades:
+    trades: list[SignalTrade]
+    unlinked: int               # closed trades whose opening signal was not found
+
+
+def _decimal(value: Any) -> Decimal | None:
+    try:
+        number = Decimal(str(value))
+    except (InvalidOperation, ValueError):
+        return None
+    return number if number.is_finite() else None
+
+
+def _risk(entry: Decimal, stop: Decimal | None, quantity: Decimal) -> Decimal | None:
+    if stop is None:
+        return None
+    risk = abs(entry - stop) * abs(quantity)
+    return risk if risk > 0 else None
+
+
+def link_trade(close: Mapping[str, Any], opening: Mapping[str, Any] | None,
+               analysis: Mapping[str, Any] | None) -> SignalTrade | None:
+    """One closed trade and its opening signal; None when any piece is missing or unusable."""
+    if opening is None or analysis is None:
+        return None
+    data, open_data, signal_data = close.get("data") or {}, opening.get("data") or {}, analysis.get("data") or {}
+    entry, quantity = _decimal(data.get("entryPrice")), _decimal(data.get("quantity"))
+    pnl = _decimal(data.get("realizedPnl"))
+    signal = signal_data.get("signal") or {}
+    confidence = signal.get("confidence")
+    if entry is None or quantity is None or pnl is None or not isinstance(confidence, (int, float)):
+        return None
+    risk = _risk(entry, _decimal(open_data.get("stopLoss")), quantity)
+    if risk is None:
+        return None
+    ai = signal_data.get("ai") or {}
+    verdict = (ai.get("signal") or {}).get("action") if ai.get("used") else None
+    return SignalTrade(str(signal_data.get("strategy") or "unknown"), float(confidence),
+                       str(verdict) if verdict else None, pnl, risk)
+
+
+def from_trade_logs(db: Database[dict[str, Any]], *, since: datetime | None = None,
+                    strategy: str | None = None) -> LinkedTrades:
+    """Every closed trade in ``tradelogs`` (closed since ``since``), linked to its opening signal."""
+    query: dict[str, Any] = {"logType": "TRADE", "action": "CLOSE_POSITION"}
+    if since is not None:
+        query["createdAt"] = {"$gte": since}
+    linked: list[SignalTrade] = []
+    unlinked = 0
+    for close in db.tradelogs.find(query).sort("createdAt", 1):
+        opening = _opening(db, close)
+        analysis = None if opening is None else db.tradelogs.find_one(
+            {"botInstanceId": close.get("botInstanceId"), "logType": "ANALYSIS", "createdAt": opening["createdAt"]})
+        trade = link_trade(close, opening, analysis)
+        if trade is None:
+            unlinked += 1
+        elif strategy is None or trade.strategy == strategy:
+            linked.append(trade)
+    return LinkedTrades(linked, unlinked)
+
+
+def _opening(db: Database[dict[str, Any]], close: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The bot's last opening TradeLog at or before the trade's open time (within the fill's lag)."""
+    opened = (close.get("data") or {}).get("openTime")
+    if not isinstance(opened, datetime):
+        return None
+    return db.tradelogs.find_one(
+        {"botInstanceId": close.get("botInstanceId"), "logType": "TRADE", "action": {"$in": list(OPEN_ACTIONS)},
+         "createdAt": {"$lte": opened + OPEN_MATCH_WINDOW, "$gte": opened - OPEN_MATCH_WINDOW}},
+        sort=[("createdAt", -1)])
+
+
+def from_backtest(directory: Path, *, strategy: str | None = None) -> LinkedTrades:
+    """A backtest's ``trades.csv`` (``tradebot backtest`` output)."""
+    path = directory / "trades.csv"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: give the --out directory of a `tradebot backtest` run")
+    with path.open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    if rows and not {"strategy", "confidence", "risk"} <= set(rows[0]):
+        raise ValueError(f"{path} has no strategy/confidence/risk columns: re-run the backtest with this version")
+    return _from_rows(rows, strategy)
+
+
+def _from_rows(rows: Iterable[Mapping[str, str]], strategy: str | None) -> LinkedTrades:
+    linked: list[SignalTrade] = []
+    unlinked = 0
+    for row in rows:
+        pnl, risk = _decimal(row.get("realizedPnl")), _decimal(row.get("risk"))
+        try:
+            confidence = float(row.get("confidence") or "")
+        except ValueError:
+            confidence = None
+        if pnl is None or risk is None or risk <= 0 or confidence is None:
+            unlinked += 1
+            continue
+        trade = SignalTrade(row.get("strategy") or "unknown", confidence, None, pnl, risk)
+        if strategy is None or trade.strategy == strategy:
+            linked.append(trade)
+    return LinkedTrades(linked, unlinked)
