@@ -61,8 +61,13 @@ async def streamed() -> AsyncIterator[StreamedAccount]:
             await until(lambda: hub.is_live(broker.shared.account_id))
             await broker.account()   # the first whole-account read is the reconcile
             # Fills in the stream's first second are left to the REST read of the day before it (see
-            # AccountState.on_live): trade after it, as any later tick does.
-            await asyncio.sleep(STREAM_START_MARGIN_MS / 1000)
+            # AccountState.on_live): trade after it on the exchange's clock, as any later tick does. (A fixed
+            # sleep of the margin raced the moment on_live ran and the measured clock offset.)
+            state = broker.shared.state
+            assert state is not None
+            await until(lambda: state.fills_seen_since_ms is not None)
+            seen_from = state.fills_seen_since_ms
+            await until(lambda: fake.server_time_ms() > seen_from + 50, timeout=STREAM_START_MARGIN_MS / 1000 + 5)
             yield StreamedAccount(fake, broker, streams, api_key)
         finally:
             await streams.close()
