@@ -38,6 +38,7 @@ STATUS_PATH = "/api/status"
 WEBHOOK_CLOSE_SECONDS = 5.0  # at shutdown, queued webhook events get this long to go out
 MAX_BODY_BYTES = 64 * 1024  # the cron sends no body; Upstash may send a small one
 RETRY_AFTER_SECONDS = "30"
+LATE_WRITE_GRACE_SECONDS = 5.0   # at shutdown, a tick's results write cut off by its deadline may finish
 UNAUTHORIZED = {"success": False, "error": "Unauthorized"}
 
 
@@ -83,6 +84,7 @@ def create_app(
             yield
         finally:
             indexing.cancel()
+            await app.state.runner.close(LATE_WRITE_GRACE_SECONDS)
             await dispatcher.close(WEBHOOK_CLOSE_SECONDS)
             await monitoring.close()
             if clients is None:

@@ -119,6 +119,33 @@ class TickRunner:
         self.flash_watch = flash_watch or FlashCrashWatch(
             BreakerTrips(repository.database, config.breaker, process_name("gateway")), config.breaker)
 
+        self._late_writes: set[asyncio.Task[Any]] = set()
+
+    def finish_later(self, write: asyncio.Task[Any], tick_id: str) -> None:
+        """A results write the deadline cut off goes on after the response: its updates are guarded by the
+        lease owner and its TradeLogs carry their ids, so finishing late is safe, and it releases the leases
+        the next tick would otherwise find held ("in progress") until they expire."""
+        self._late_writes.add(write)
+
+        def done(task: asyncio.Task[Any]) -> None:
+            self._late_writes.discard(task)
+            if task.cancelled():
+                return
+            if task.exception() is not None:
+                log.error("late results write failed; the leases expire on their own",
+                          extra={"tickId": tick_id, "error": type(task.exception()).__name__})
+            else:
+                log.warning("late results write finished", extra={"tickId": tick_id})
+
+        write.add_done_callback(done)
+
+    async def close(self, grace_seconds: float) -> None:
+        """At shutdown: give late results writes ``grace_seconds``, then cancel them."""
+        if self._late_writes:
+            await asyncio.wait(set(self._late_writes), timeout=grace_seconds)
+        for task in list(self._late_writes):
+            task.cancel()
+
     async def run(self, tick_id: str | None = None) -> TickOutcome:
         tick = _Tick(self, tick_id or uuid.uuid4().hex)
         token = tick_id_var.set(tick.tick_id)
@@ -134,6 +161,7 @@ class _Tick:
         self.repository = runner.repository
         self.clients = runner.clients
         self.flash_watch = runner.flash_watch
+        self.runner = runner
         self.tick_id = tick_id
         self.now = datetime.now(UTC)
         self.started = time.monotonic()
@@ -451,8 +479,13 @@ class _Tick:
         logs = [entry for key in order for entry in self.outcomes[key].logs]
         # The response must leave before the deadline, even if the database hangs mid-write.
         budget = max(self.started + self.config.deadline_seconds - RESPONSE_MARGIN_SECONDS - time.monotonic(), 0.1)
+        write = asyncio.ensure_future(self.repository.write_results(self.tick_id, updates, logs))
         try:
-            self.stored_logs = await asyncio.wait_for(self.repository.write_results(self.tick_id, updates, logs), budget)
+            self.stored_logs = await asyncio.wait_for(asyncio.shield(write), budget)
+        except TimeoutError:
+            self.runner.finish_later(write, self.tick_id)
+            log.error("writing tick results did not finish before the deadline; it goes on after the response")
+            return "Results could not be saved before the deadline (TimeoutError); they are still being written"
         except Exception as error:  # reported in the response; leases expire on their own
             log.error("writing tick results failed", exc_info=error)
             return f"Results could not be saved: {type(error).__name__}"

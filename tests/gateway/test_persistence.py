@@ -86,4 +86,34 @@ async def test_a_hanging_database_cannot_hold_the_response_past_the_deadline(gat
         elapsed = time.monotonic() - started
     assert elapsed < 3.0
     assert response.status_code == 200
-    assert response.json()["error"] == "Results could not be saved: TimeoutError"
+    assert response.json()["error"] == ("Results could not be saved before the deadline (TimeoutError); "
+                                        "they are still being written")
+
+
+async def test_a_write_cut_off_by_the_deadline_finishes_after_the_response_and_releases_the_leases(
+        gateway_factory, monkeypatch):
+    # Without it the next tick found these bots "in progress" until their leases expired.
+    import asyncio
+
+    real_bulk_write = AsyncCollection.bulk_write
+
+    async def slow_bulk_write(self, requests, *args, **kwargs):
+        if self.name == "botinstances":
+            await asyncio.sleep(2.5)
+        return await real_bulk_write(self, requests, *args, **kwargs)
+
+    async with gateway_factory(tick_deadline_seconds=3.0, write_reserve_seconds=1.0) as gateway:
+        [bot] = gateway.add_bots(1)
+        monkeypatch.setattr(AsyncCollection, "bulk_write", slow_bulk_write)
+        response = await gateway.http.get("/api/cron/run-bots", headers=AUTH)
+        assert response.json()["error"].startswith("Results could not be saved before the deadline")
+        assert gateway.bot(bot).get("lockOwner")   # still leased when the response left
+        for _ in range(50):
+            if not gateway.bot(bot).get("lockOwner"):
+                break
+            await asyncio.sleep(0.1)
+        document = gateway.bot(bot)
+        assert "lockOwner" not in document and document.get("lastRunAt") is not None
+        monkeypatch.setattr(AsyncCollection, "bulk_write", real_bulk_write)
+        again = await gateway.tick()
+        assert again["summary"]["skipped"] == 0   # the next tick serves it
