@@ -52,7 +52,7 @@ def test_database_down_at_start_is_503_and_dying_mid_tick_is_reported_with_bound
             mongo, uri = start_mongo("sqlite", path=path, port=port)
             rstack.extra_processes.append(mongo)
             claimed_before = datetime.now(UTC)
-            killer = _kill_when_claimed(db, bot, mongo)
+            killer = _kill_when_claimed(db, bot, mongo, gateway)
             response, took = call(url, rstack.cron_secret)
             killer.join()
             LEDGER.fault("MongoDB killed between the claim and the final writes")
@@ -89,7 +89,7 @@ def test_database_down_at_start_is_503_and_dying_mid_tick_is_reported_with_bound
             mongo.stop()
 
 
-def _kill_when_claimed(db, bot, mongo):
+def _kill_when_claimed(db, bot, mongo, gateway):
     import threading
 
     def kill() -> None:
@@ -97,10 +97,10 @@ def _kill_when_claimed(db, bot, mongo):
         while time.monotonic() < deadline:
             try:
                 if db.botinstances.find_one({"_id": bot, "lockOwner": {"$exists": True}}):
-                    # Past the claim's read-back (milliseconds after update_many; a death inside the
-                    # claim is a 503, case 1) and before the writes: the hung strategy's channel never
-                    # becomes ready, so the tick may reach its writes about 1 s after the claim.
-                    time.sleep(0.25)
+                    # Past the claim's read-back (a death inside the claim is a 503, case 1) and before
+                    # the writes: the gateway logs its weight plan right after reading the claimed bots
+                    # back, with no database work until the writes (a fixed sleep raced a loaded machine).
+                    gateway.wait_for_line(r"weight plan", timeout=DEADLINE)
                     mongo.kill()
                     return
             except Exception:  # noqa: BLE001 (the database is the thing being broken)
