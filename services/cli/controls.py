@@ -21,21 +21,16 @@ from pymongo.database import Database
 
 from services.cli.context import database, object_id
 from services.cli.errors import FAILURE, USAGE, CliError
-from services.common.trading_controls import (
-    BREAKER_EVIDENCE_COLLECTION,
-    BREAKER_ID,
-    CIRCUIT_BREAKER_RESET,
-    COLLECTION,
-    EVENTS_COLLECTION,
-    FLEET_HALT_ID,
-    MAX_REASON_LENGTH,
-    TRADING_HALTED,
-    TRADING_RESUMED,
-    control_records,
-    halt_document,
-    parse_breaker,
-    user_halt_id,
+from services.common.trading_control_actions import (
+    InvalidControlRequest,
+    Record,
+    control_id,
+    lifted_breaker,
+    lifted_halt,
+    plan_halt,
+    scope_text,
 )
+from services.common.trading_controls import BREAKER_EVIDENCE_COLLECTION, BREAKER_ID, COLLECTION, EVENTS_COLLECTION
 
 CONFIRMATION_WORD = "FLATTEN"
 OPERATOR_ENV = "TRADEBOT_OPERATOR"
@@ -52,10 +47,6 @@ def operator_name(given: str | None) -> str:
         return f"uid {os.getuid()}"
 
 
-def _scope_text(user: ObjectId | None) -> str:
-    return f"user {user}" if user is not None else "the whole fleet"
-
-
 def _positions_in_scope(db: Database[dict[str, Any]], user: ObjectId | None) -> tuple[int, int]:
     """Open positions of ACTIVE bots (each closed by its next cycle) and of other bots (ticks do not run them)."""
     scope: dict[str, Any] = {"currentPosition": {"$type": "object"}}
@@ -67,7 +58,7 @@ def _positions_in_scope(db: Database[dict[str, Any]], user: ObjectId | None) -> 
 
 
 def _confirm_flatten(user: ObjectId | None, active: int, others: int) -> None:
-    print(f"--flatten closes every open position of {_scope_text(user)} with reduce-only market orders, "
+    print(f"--flatten closes every open position of {scope_text(user)} with reduce-only market orders, "
           f"each in its bot's next cycle: {active} open position(s) of ACTIVE bots now.")
     if others:
         print(f"{others} more open position(s) belong to PAUSED/STOPPED/ERROR bots, which ticks do not run: "
@@ -78,43 +69,33 @@ def _confirm_flatten(user: ObjectId | None, active: int, others: int) -> None:
         raise CliError(f"not confirmed (expected {CONFIRMATION_WORD!r}): nothing was changed", FAILURE)
 
 
-def _record(db: Database[dict[str, Any]], action: str, user: ObjectId | None, message: str,
-            data: dict[str, Any], now: datetime) -> None:
-    event, trade_log = control_records(action, user_id=user, message=message, data=data, now=now)
+def _record(db: Database[dict[str, Any]], record: Record) -> None:
+    event, trade_log = record
     db[EVENTS_COLLECTION].insert_one(event)
     db.tradelogs.insert_one(trade_log)
 
 
 def halt(args: argparse.Namespace) -> int:
-    reason = " ".join(args.reason.split())
-    if not reason:
-        raise CliError("--reason must say why trading is halted", USAGE)
-    if len(reason) > MAX_REASON_LENGTH:
-        raise CliError(f"--reason is at most {MAX_REASON_LENGTH} characters", USAGE)
     user = object_id(args.user, "--user") if args.user else None
     by = operator_name(args.by)
     with database() as db:
         if user is not None and db.users.find_one({"_id": user}, {"_id": 1}) is None:
             raise CliError(f"no user {user}")
-        control_id = FLEET_HALT_ID if user is None else user_halt_id(user)
-        existing = db[COLLECTION].find_one({"_id": control_id}) or {}
-        flatten_pending = existing.get("flatten") is True
-        if args.flatten and not flatten_pending and not args.yes:
+        existing = db[COLLECTION].find_one({"_id": control_id(user)})
+        try:
+            plan = plan_halt(user=user, reason=args.reason, by=by, flatten=args.flatten, existing=existing,
+                             now=datetime.now(UTC))
+        except InvalidControlRequest as error:
+            raise CliError(f"--reason: {error}", USAGE) from None
+        if args.flatten and not (existing or {}).get("flatten") is True and not args.yes:
             _confirm_flatten(user, *_positions_in_scope(db, user))
-        now = datetime.now(UTC)
-        document = halt_document(user_id=user, reason=reason, by=by, now=now, flatten=args.flatten or flatten_pending)
-        if flatten_pending:   # a flatten once asked stands until resume: a new reason does not cancel it
-            document["flattenRequestedAt"] = existing.get("flattenRequestedAt", now)
-        db[COLLECTION].replace_one({"_id": control_id}, document, upsert=True)
-        flattening = " and every open position is closed (reduce-only)" if document["flatten"] else ""
-        message = (f"Trading halted for {_scope_text(user)} by {by}: {reason}. No new entries{flattening}; "
-                   "open positions are still monitored and protected.")
-        _record(db, TRADING_HALTED, user, message,
-                {"scope": document["scope"], "reason": reason, "by": by, "flatten": document["flatten"]}, now)
-    print(f"halted {_scope_text(user)}: {reason} (by {by})")
+        db[COLLECTION].replace_one({"_id": plan.document["_id"]}, plan.document, upsert=True)
+        _record(db, plan.record)
+    reason = plan.document["reason"]
+    print(f"halted {scope_text(user)}: {reason} (by {by})")
     print("new entries stop at each bot's next cycle; open positions are still monitored, protected and closed "
           "by their stop-loss, take-profit or strategy exit")
-    if document["flatten"]:
+    if plan.flatten:
         print("flatten: each bot with an open position closes it (reduce-only) in its next cycle")
     print("lift it with: tradebot resume" + (f" --user {user}" if user is not None else ""))
     return 0
@@ -123,33 +104,22 @@ def halt(args: argparse.Namespace) -> int:
 def resume(args: argparse.Namespace) -> int:
     user = object_id(args.user, "--user") if args.user else None
     by = operator_name(args.by)
-    lifted: list[str] = []
     with database() as db:
         now = datetime.now(UTC)
-        control_id = FLEET_HALT_ID if user is None else user_halt_id(user)
-        stored_halt = db[COLLECTION].find_one_and_delete({"_id": control_id})
-        if stored_halt is not None:
-            lifted.append(f"the halt of {_scope_text(user)} ({stored_halt.get('reason', '')})")
-            _record(db, TRADING_RESUMED, user,
-                    f"Trading resumed for {_scope_text(user)} by {by} (halted by {stored_halt.get('by', 'unknown')}: "
-                    f"{stored_halt.get('reason', '')}). New entries are allowed again.",
-                    {"scope": "fleet" if user is None else "user", "by": by, "haltedBy": stored_halt.get("by"),
-                     "haltReason": stored_halt.get("reason")}, now)
+        lifted = [lifted_halt(user, by, db[COLLECTION].find_one_and_delete({"_id": control_id(user)}), now)]
         if user is None:   # the fleet's resume also closes the circuit breaker at once
             breaker = db[COLLECTION].find_one_and_delete({"_id": BREAKER_ID})
             db[BREAKER_EVIDENCE_COLLECTION].delete_many({})   # the evidence that tripped it starts afresh
-            if breaker is not None and parse_breaker(breaker).open_at(now):
-                lifted.append(f"the circuit breaker ({breaker.get('reason', '')})")
-                _record(db, CIRCUIT_BREAKER_RESET, None,
-                        f"Circuit breaker reset by {by} before its cool-down ended ({breaker.get('reason', '')}). "
-                        "New entries are allowed again.",
-                        {"by": by, "cause": breaker.get("cause"), "reason": breaker.get("reason")}, now)
-    if not lifted:
-        print(f"nothing to resume: {_scope_text(user)} is not halted" + (" and the circuit breaker is closed"
-                                                                          if user is None else ""))
+            lifted.append(lifted_breaker(by, breaker, now))
+        done = [item for item in lifted if item is not None]
+        for item in done:
+            _record(db, item.record)
+    if not done:
+        print(f"nothing to resume: {scope_text(user)} is not halted" + (" and the circuit breaker is closed"
+                                                                         if user is None else ""))
         return 0
-    for what in lifted:
-        print(f"lifted {what}")
+    for item in done:
+        print(f"lifted {item.what}")
     print("new entries resume at each bot's next cycle")
     return 0
 
