@@ -73,7 +73,7 @@ def create_app(
         )
         monitoring_db = monitoring[settings.mongodb_db]
         dispatcher = WebhookDispatcher(monitoring_db, allowed_networks=settings.webhook_allowed_networks)
-        observer = TickObserver(monitoring_db, dispatcher)
+        observer = TickObserver(monitoring_db, dispatcher, ip_weight=stubs.ip_weight)
         replays = DeliveryReplayStore(monitoring_db)
         app.state.monitoring_db = monitoring_db
         app.state.observer = observer

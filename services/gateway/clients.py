@@ -7,9 +7,11 @@ from dataclasses import dataclass
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from tradebot.v1 import executor_pb2_grpc, market_pb2_grpc, strategy_pb2_grpc
+from tradebot.v1 import executor_pb2_grpc, market_pb2, market_pb2_grpc, strategy_pb2_grpc
 
 from services.common.grpc_client import make_channel
+
+IP_WEIGHT_TIMEOUT_SECONDS = 1.0
 
 
 @dataclass
@@ -47,6 +49,11 @@ class ServiceClients:
         names = list(self.channels)
         statuses = await asyncio.gather(*(check(self.channels[name]) for name in names))
         return dict(zip(names, statuses, strict=True))
+
+    async def ip_weight(self) -> dict[str, int]:
+        """The IP's used request weight this minute as the market service last saw it, and its limit."""
+        stats = await self.market.GetStats(market_pb2.GetStatsRequest(), timeout=IP_WEIGHT_TIMEOUT_SECONDS)
+        return {"ipUsed": int(stats.weight_used_1m), "marketLimit": int(stats.weight_limit_1m)}
 
     async def wait_until_connected(self, timeout: float) -> None:
         """Give channels that are not connected (a service restarted, or never called yet) up to

@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 TICKS = "ticks"
 TRADE_LOGS = "tradelogs"
 AFTER_TICK_TIMEOUT_SECONDS = 10.0
+IP_WEIGHT_TIMEOUT_SECONDS = 2.0
 CONTROL_EVENTS_PER_TICK = 100   # control events sent after one tick at most; the rest after the next
 
 TickOutcomeName = Literal["ok", "no_bots", "persist_failed", "db_unavailable"]
@@ -69,6 +70,8 @@ class TickReport:
     timings: dict[str, float] = field(default_factory=dict)
     error: str | None = None
     stored_logs: Sequence[dict[str, Any]] = ()   # see TickOutcome.stored_logs
+    ai_calls: dict[str, int] = field(default_factory=dict)
+    weight: dict[str, int] = field(default_factory=dict)   # the market-data weight plan: needed/planned/budget
 
     @classmethod
     def from_outcome(cls, outcome: TickOutcome, duration_seconds: float) -> TickReport:
@@ -85,6 +88,10 @@ class TickReport:
             timings=dict(outcome.timings),
             error=outcome.persist_error,
             stored_logs=outcome.stored_logs,
+            ai_calls=dict(outcome.ai_calls),
+            weight={} if outcome.weight_plan is None else {
+                "needed": outcome.weight_plan.needed, "planned": outcome.weight_plan.planned,
+                "budget": outcome.weight_plan.budget},
         )
 
     @classmethod
@@ -101,6 +108,8 @@ class TickReport:
             "summary": summarize(self.results),
             "timings": {name: round(seconds, 3) for name, seconds in self.timings.items()},
             "durationSeconds": round(self.duration_seconds, 3),
+            "aiCalls": dict(self.ai_calls),
+            "weight": dict(self.weight),
         }
         if self.error is not None:
             document["error"] = self.error
@@ -118,9 +127,12 @@ def record_tick_metrics(report: TickReport) -> None:
 class TickObserver:
     """Records each tick; owns nothing but borrows the database and the webhook dispatcher."""
 
-    def __init__(self, db: AsyncDatabase, dispatcher: WebhookDispatcher | None) -> None:
+    def __init__(self, db: AsyncDatabase, dispatcher: WebhookDispatcher | None,
+                 ip_weight: Callable[[], Awaitable[dict[str, int]]] | None = None) -> None:
         self._db = db
         self._dispatcher = dispatcher
+        # The IP's used weight as the market service last saw it (X-MBX-USED-WEIGHT-1M): the dashboard's chart.
+        self._ip_weight = ip_weight
 
     async def ensure_indexes(self) -> None:
         """``/api/status`` reads the newest tick: keep that a seek, not a scan (best effort)."""
@@ -138,8 +150,14 @@ class TickObserver:
             log.error("recording the tick failed", extra={"tickId": report.tick_id, "error": repr(error)})
 
     async def _after_tick(self, report: TickReport) -> None:
+        document = report.document()
+        if self._ip_weight is not None and report.outcome != "db_unavailable":
+            try:
+                document["weight"].update(await asyncio.wait_for(self._ip_weight(), IP_WEIGHT_TIMEOUT_SECONDS))
+            except Exception as error:   # the record goes without it
+                log.warning("reading the IP weight for the tick record failed", extra={"error": repr(error)})
         try:
-            await self._db[TICKS].insert_one(report.document())
+            await self._db[TICKS].insert_one(document)
         except Exception as error:  # the webhooks below do not depend on it
             log.error("writing the ticks document failed", extra={"tickId": report.tick_id, "error": repr(error)})
         if self._dispatcher is not None and report.outcome != "db_unavailable":

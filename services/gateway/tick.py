@@ -91,6 +91,8 @@ class TickOutcome:
     timings: dict[str, float] = field(default_factory=dict)
     # The TradeLogs as written (with their _id) when every write succeeded; the webhooks' source.
     stored_logs: Sequence[dict[str, Any]] = ()
+    # AI confirmations of this tick's analyses: asked for, answered, fallen back to indicators alone.
+    ai_calls: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -176,6 +178,7 @@ class _Tick:
         self.metadata = ((TICK_ID_METADATA_KEY, tick_id),)
         self.weight_plan: WeightPlan | None = None
         self.stored_logs: list[dict[str, Any]] = []
+        self.ai_calls = {"requested": 0, "used": 0, "fallbacks": 0, "cached": 0}
 
     def time_left(self) -> float:
         return self.work_ends - time.monotonic()
@@ -211,7 +214,7 @@ class _Tick:
             results.append(_result(identity, "skipped", error="in progress (claimed by another tick)"))
         return TickOutcome(
             self.tick_id, self.now, results, persist_error=persist_error, timings=timings, weight_plan=self.weight_plan,
-            stored_logs=self.stored_logs,
+            stored_logs=self.stored_logs, ai_calls=dict(self.ai_calls),
         )
 
     # --- 1. documents -------------------------------------------------------
@@ -324,7 +327,15 @@ class _Tick:
             else:
                 self._fail_all(bots, f"Strategy analysis failed: {failure}", "STRATEGY_ERROR")
             return
+        self._count_ai(analysis.ai)
         await asyncio.gather(*(self._bot(bot, analysis) for bot in bots))
+
+    def _count_ai(self, ai: strategy_pb2.AiVerdict) -> None:
+        if ai.requested:
+            self.ai_calls["requested"] += 1
+            self.ai_calls["used"] += int(ai.used)
+            self.ai_calls["fallbacks"] += int(not ai.used)
+            self.ai_calls["cached"] += int(ai.cached)
 
     # --- 4. per bot -----------------------------------------------------------
 
