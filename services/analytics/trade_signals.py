@@ -12,6 +12,7 @@ Backtests: ``trades.csv`` carries ``strategy``, ``confidence`` and ``risk`` per 
 from __future__ import annotations
 
 import csv
+from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -26,6 +27,7 @@ from services.analytics.calibration import SignalTrade
 OPEN_ACTIONS = ("OPEN_LONG", "OPEN_SHORT")
 # The opening TradeLog is written at the tick; the exchange's fill time can be a little later.
 OPEN_MATCH_WINDOW = timedelta(minutes=10)
+JOIN_CHUNK = 500   # closed trades joined per round of queries (bounds each query's $or)
 
 
 @dataclass(frozen=True)
@@ -70,18 +72,42 @@ def link_trade(close: Mapping[str, Any], opening: Mapping[str, Any] | None,
                        str(verdict) if verdict else None, pnl, risk)
 
 
-def from_trade_logs(db: Database[dict[str, Any]], *, since: datetime | None = None,
-                    strategy: str | None = None) -> LinkedTrades:
-    """Every closed trade in ``tradelogs`` (closed since ``since``), linked to its opening signal."""
-    query: dict[str, Any] = {"logType": "TRADE", "action": "CLOSE_POSITION"}
-    if since is not None:
-        query["createdAt"] = {"$gte": since}
+def opening_query(closes: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+    """The opening TradeLogs that may belong to these closed trades: same bot, within the fill's lag."""
+    windows = []
+    for close in closes:
+        opened = (close.get("data") or {}).get("openTime")
+        if isinstance(opened, datetime):
+            windows.append({"botInstanceId": close.get("botInstanceId"),
+                            "createdAt": {"$gte": opened - OPEN_MATCH_WINDOW, "$lte": opened + OPEN_MATCH_WINDOW}})
+    return {"logType": "TRADE", "action": {"$in": list(OPEN_ACTIONS)}, "$or": windows or [{"_id": None}]}
+
+
+def analysis_query(openings: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+    """The ANALYSIS TradeLogs written in the same tick as these openings (same bot, same ``createdAt``)."""
+    pairs = [{"botInstanceId": opening.get("botInstanceId"), "createdAt": opening.get("createdAt")}
+             for opening in openings]
+    return {"logType": "ANALYSIS", "$or": pairs or [{"_id": None}]}
+
+
+def _moment_key(value: Any) -> Any:
+    """createdAt as a comparable key whether the driver returned it aware or naive."""
+    return value.replace(tzinfo=None) if isinstance(value, datetime) else value
+
+
+def join_trades(closes: Iterable[Mapping[str, Any]], openings: Iterable[Mapping[str, Any]],
+                analyses: Iterable[Mapping[str, Any]], *, strategy: str | None = None) -> LinkedTrades:
+    """Each closed trade with the bot's last opening at or near its open time and that tick's signal."""
+    openings_by_bot: dict[Any, list[Mapping[str, Any]]] = defaultdict(list)
+    for opening in openings:
+        openings_by_bot[opening.get("botInstanceId")].append(opening)
+    analysis_at = {(entry.get("botInstanceId"), _moment_key(entry.get("createdAt"))): entry for entry in analyses}
     linked: list[SignalTrade] = []
     unlinked = 0
-    for close in db.tradelogs.find(query).sort("createdAt", 1):
-        opening = _opening(db, close)
-        analysis = None if opening is None else db.tradelogs.find_one(
-            {"botInstanceId": close.get("botInstanceId"), "logType": "ANALYSIS", "createdAt": opening["createdAt"]})
+    for close in closes:
+        opening = _opening(close, openings_by_bot.get(close.get("botInstanceId"), []))
+        analysis = None if opening is None else analysis_at.get(
+            (opening.get("botInstanceId"), _moment_key(opening.get("createdAt"))))
         trade = link_trade(close, opening, analysis)
         if trade is None:
             unlinked += 1
@@ -90,15 +116,34 @@ def from_trade_logs(db: Database[dict[str, Any]], *, since: datetime | None = No
     return LinkedTrades(linked, unlinked)
 
 
-def _opening(db: Database[dict[str, Any]], close: Mapping[str, Any]) -> dict[str, Any] | None:
-    """The bot's last opening TradeLog at or before the trade's open time (within the fill's lag)."""
+def _opening(close: Mapping[str, Any], candidates: list[Mapping[str, Any]]) -> Mapping[str, Any] | None:
     opened = (close.get("data") or {}).get("openTime")
     if not isinstance(opened, datetime):
         return None
-    return db.tradelogs.find_one(
-        {"botInstanceId": close.get("botInstanceId"), "logType": "TRADE", "action": {"$in": list(OPEN_ACTIONS)},
-         "createdAt": {"$lte": opened + OPEN_MATCH_WINDOW, "$gte": opened - OPEN_MATCH_WINDOW}},
-        sort=[("createdAt", -1)])
+    low, high = _moment_key(opened - OPEN_MATCH_WINDOW), _moment_key(opened + OPEN_MATCH_WINDOW)
+    near = [entry for entry in candidates if isinstance(entry.get("createdAt"), datetime)
+            and low <= _moment_key(entry["createdAt"]) <= high]
+    return max(near, key=lambda entry: _moment_key(entry["createdAt"])) if near else None
+
+
+def from_trade_logs(db: Database[dict[str, Any]], *, since: datetime | None = None,
+                    strategy: str | None = None) -> LinkedTrades:
+    """Every closed trade in ``tradelogs`` (closed since ``since``), linked to its opening signal: three
+    queries per chunk of trades, never one per trade."""
+    query: dict[str, Any] = {"logType": "TRADE", "action": "CLOSE_POSITION"}
+    if since is not None:
+        query["createdAt"] = {"$gte": since}
+    closes = list(db.tradelogs.find(query).sort("createdAt", 1))
+    linked: list[SignalTrade] = []
+    unlinked = 0
+    for start in range(0, len(closes), JOIN_CHUNK):
+        chunk = closes[start:start + JOIN_CHUNK]
+        openings = list(db.tradelogs.find(opening_query(chunk)))
+        analyses = list(db.tradelogs.find(analysis_query(openings))) if openings else []
+        part = join_trades(chunk, openings, analyses, strategy=strategy)
+        linked += part.trades
+        unlinked += part.unlinked
+    return LinkedTrades(linked, unlinked)
 
 
 def from_backtest(directory: Path, *, strategy: str | None = None) -> LinkedTrades:

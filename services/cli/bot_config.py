@@ -21,12 +21,11 @@ from services.cli.errors import USAGE, CliError
 from services.common.bot_documents import (
     MAX_PRICE_DISTANCE_PERCENT,
     MIN_PRICE_DISTANCE_PERCENT,
+    PRESET_NAMES,
     new_bot_document,
     stop_beyond_liquidation,
 )
 
-# Mirrors services/strategy/strategies (bot_id -> name); only the default botName.
-PRESET_NAMES = {1: "Bitcoin Pro", 2: "Safe Trader", 3: "Trend Rider", 4: "Range Scalper"}
 INTERVALS = ("1m", "3m", "5m", "15m", "30m", "1h", "2h", "4h", "6h", "8h", "12h", "1d", "3d", "1w", "1M")
 _SYMBOL = re.compile(r"^[A-Z0-9]{5,20}$")
 

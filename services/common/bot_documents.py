@@ -22,6 +22,8 @@ from bson import ObjectId
 from bson.decimal128 import Decimal128
 
 PRESET_BOT_IDS = (1, 2, 3, 4)
+# The strategy behind each preset botId (the seed's four bots).
+PRESET_NAMES = {1: "Bitcoin Pro", 2: "Safe Trader", 3: "Trend Rider", 4: "Range Scalper"}
 BINANCE_INTERVALS = (
     "1m", "3m", "5m", "15m", "30m", "1h", "2h", "4h", "6h", "8h", "12h", "1d", "3d", "1w", "1M",
 )  # fmt: skip
