@@ -40,11 +40,14 @@ test: install ops-tools
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # docker-compose v1 validates docker-compose.yml offline (no Docker engine needed); Debian's prometheus
-# (promtool) and prometheus-alertmanager (amtool) check and unit-test the alerts, and run in a test.
+# (promtool) and prometheus-alertmanager (amtool) check and unit-test the alerts, and run in a test;
+# chromium and chromium-driver run the dashboard's browser tests (no driver is downloaded at run time).
 # --no-install-recommends: without it apt also pulls in the Docker daemon.
 OPS_PACKAGES := $(shell command -v docker-compose >/dev/null || echo docker-compose) \
 	$(shell command -v promtool >/dev/null && command -v prometheus >/dev/null || echo prometheus) \
-	$(shell command -v amtool >/dev/null || echo prometheus-alertmanager)
+	$(shell command -v amtool >/dev/null || echo prometheus-alertmanager) \
+	$(shell command -v chromium >/dev/null || echo chromium) \
+	$(shell command -v chromedriver >/dev/null || echo chromium-driver)
 ops-tools:
 	@test -z "$(strip $(OPS_PACKAGES))" || { \
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \

@@ -81,6 +81,7 @@ def main() -> int:
             raise SettingsError("environment variable CRON_SECRET must be at least 32 characters long")
         keys, keys_source = dev_secrets.credentials_keys(data_dir)
         status_token, status_source = dev_secrets.status_token(data_dir)
+        dashboard_password, dashboard_source = dev_secrets.dashboard_password(data_dir)
     except SettingsError as error:
         say(f"devstack: {error}")
         return 2
@@ -120,13 +121,14 @@ def main() -> int:
                 "market": {"MARKET_DATA_SOURCE": env_str("MARKET_DATA_SOURCE", "simulated")},
                 # Without an OpenAI key, asking for AI confirmation would only log a fallback per bot.
                 "gateway": {"TICK_USE_AI": env_str("TICK_USE_AI", "true" if os.environ.get("OPENAI_API_KEY") else "false"),
-                            "STATUS_TOKEN": status_token},
+                            "STATUS_TOKEN": status_token, "DASHBOARD_PASSWORD": dashboard_password},
             },
             echo=echo,
             log_dir=log_dir,
         )
         stack = Stack(config).start()
-        _banner(config, mongo_uri, mongo_label, secret_source, keys_source, log_dir, interval, status_source)
+        _banner(config, mongo_uri, mongo_label, secret_source, keys_source, log_dir, interval, status_source,
+                dashboard_source)
         if interval > 0:
             scheduler = LocalScheduler(config.gateway_url, cron_secret, interval, report=say)
             scheduler.start()
@@ -160,6 +162,7 @@ def _banner(
     log_dir: Path,
     interval: int,
     status_source: str,
+    dashboard_source: str,
 ) -> None:
     bearer = "$CRON_SECRET" if secret_source == "CRON_SECRET" else f"$(cat {secret_source})"
     status_bearer = "$STATUS_TOKEN" if status_source == "STATUS_TOKEN" else f"$(cat {status_source})"
@@ -181,6 +184,10 @@ def _banner(
                 f'  curl -H "Authorization: Bearer {bearer}" {config.gateway_url}/api/cron/run-bots',
                 "The monitoring report (its own token, not the cron secret):",
                 f'  curl -H "Authorization: Bearer {status_bearer}" {config.gateway_url}/api/status',
+                "The operators' dashboard (log in with the password "
+                + ("in $DASHBOARD_PASSWORD" if dashboard_source == "DASHBOARD_PASSWORD" else f"in {dashboard_source}")
+                + "):",
+                f"  {config.gateway_url}/dashboard",
                 "Ctrl-C stops everything.",
             ]
         )

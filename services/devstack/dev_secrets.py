@@ -41,5 +41,10 @@ def status_token(data_dir: Path) -> tuple[str, str]:
     return _from_env_or_file("STATUS_TOKEN", data_dir / "status_token", lambda: secrets.token_urlsafe(36))
 
 
+def dashboard_password(data_dir: Path) -> tuple[str, str]:
+    """The operators' dashboard password, distinct from the cron secret and the status token."""
+    return _from_env_or_file("DASHBOARD_PASSWORD", data_dir / "dashboard_password", lambda: secrets.token_urlsafe(24))
+
+
 def credentials_keys(data_dir: Path) -> tuple[str, str]:
     return _from_env_or_file("CREDENTIALS_KEYS", data_dir / "credentials_key", lambda: Fernet.generate_key().decode())

@@ -1,4 +1,4 @@
-"""HTTP surface of the gateway: the cron endpoint, the monitoring report and the health check."""
+"""HTTP surface of the gateway: the cron endpoint, the monitoring report, the health check and the dashboard."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ from services.common import metrics
 from services.common.mongo_metrics import COMMAND_LISTENER
 from services.gateway.auth import BearerAuthenticator, CronAuthenticator
 from services.gateway.clients import ServiceClients
+from services.gateway.dashboard.routes import Dashboard, routes as dashboard_routes
 from services.gateway.observability import TickObserver, TickReport, record_tick_metrics
 from services.gateway.replays import DeliveryReplayStore
 from services.gateway.repository import BotRepository, DatabaseUnavailable
@@ -78,8 +79,9 @@ def create_app(
         app.state.monitoring_db = monitoring_db
         app.state.observer = observer
         app.state.replays = replays
+        app.state.dashboard = dashboard = Dashboard.build(monitoring_db, settings.dashboard, settings.tick_deadline_seconds)
         # In the background: a database that is down at start-up must not hold up the start.
-        indexing = asyncio.gather(observer.ensure_indexes(), replays.ensure_index())
+        indexing = asyncio.gather(observer.ensure_indexes(), replays.ensure_index(), dashboard.ensure_indexes())
         try:
             yield
         finally:
@@ -217,6 +219,7 @@ def create_app(
             Route(RUN_BOTS_PATH, run_bots, methods=["GET", "POST"]),
             Route(STATUS_PATH, status, methods=["GET"]),
             Route("/healthz", healthz, methods=["GET"]),
+            *dashboard_routes(),
         ],
         lifespan=lifespan,
     )

@@ -16,6 +16,7 @@ from services.common.settings import (
     env_str,
 )
 from services.common.tls import client_tls_from_env, require_secure_targets
+from services.gateway.dashboard.settings import DashboardSettings
 from services.gateway.weight_plan import DEFAULT_WEIGHT_BUDGET
 from services.notifications.egress import IPNetwork, env_networks
 
@@ -57,6 +58,8 @@ class GatewaySettings:
     status_token: str | None = None
     # The fleet circuit breaker: the gateway judges the tick's candles for flash crashes (BREAKER_FLASH_*).
     breaker: BreakerSettings = BreakerSettings()
+    # The operators' dashboard at /dashboard (DASHBOARD_PASSWORD and friends).
+    dashboard: DashboardSettings = DashboardSettings()
 
     def __repr__(self) -> str:  # never print the secret, whatever logs the settings
         return f"GatewaySettings(mongodb_db={self.mongodb_db!r}, host={self.host!r}, port={self.port})"
@@ -111,4 +114,5 @@ class GatewaySettings:
             webhook_allowed_networks=env_networks("WEBHOOK_ALLOWED_NETWORKS", env=env),
             status_token=status_token,
             breaker=BreakerSettings.from_env(env),
+            dashboard=DashboardSettings.from_env(env, other_secrets=(cron_secret, status_token)),
         )

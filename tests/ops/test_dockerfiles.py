@@ -80,7 +80,7 @@ def test_copy_sources_exist_and_are_in_the_build_context(service: str) -> None:
 
 
 # Shared libraries an image carries besides services/common, by service.
-LIBRARIES = {"gateway": ("notifications",)}
+LIBRARIES = {"gateway": ("notifications", "analytics")}   # analytics: the dashboard's calibration
 
 
 def own_packages(service: str) -> set[str]:
@@ -307,6 +307,8 @@ def test_builder_packages_this_service_common_and_generated_code(
             and not package.endswith(".py")} == {f"services/{package}" for package in own_packages(service)}
     assert f"services/{service}/__main__.py" in names, "the entry point is packaged"
     assert "services/common/healthprobe.py" in names
+    if service == "gateway":   # the dashboard ships its stylesheet: it works offline, no CDN
+        assert "services/gateway/dashboard/static/dashboard.css" in names
     for proto in ("common", "market", "strategy", "executor"):
         assert f"tradebot/v1/{proto}_pb2.py" in names
 

@@ -1,0 +1,1 @@
+"""The operators' dashboard, served by the gateway at ``/dashboard`` (offline: its assets ship here)."""
