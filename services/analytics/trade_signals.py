@@ -1,7 +1,9 @@
 """Closed trades linked to the signal that opened them, from the platform's TradeLogs or a backtest.
 
 TradeLogs: a ``CLOSE_POSITION`` TRADE log carries the trade (``openTime``, ``entryPrice``, ``quantity``,
-``realizedPnl``); the same bot's ``OPEN_LONG``/``OPEN_SHORT`` log at that opening carries the stop-loss, and
+``realizedPnl``) and, since the gateway stores each entry's signal on the position, ``openingSignal``
+(strategy, confidence, the AI's verdict, the stop-loss): such a trade is linked with no other read. For older
+logs without it, the same bot's ``OPEN_LONG``/``OPEN_SHORT`` log at that opening carries the stop-loss, and
 the ``ANALYSIS`` log written in the same tick (the gateway stamps every log of a bot's tick with the same
 ``createdAt``) carries the signal: strategy, confidence and the AI's verdict. Trades whose opening cannot be
 found (opened by hand, logs expired) are counted as unlinked and left out, never guessed.
@@ -51,6 +53,29 @@ def _risk(entry: Decimal, stop: Decimal | None, quantity: Decimal) -> Decimal | 
     return risk if risk > 0 else None
 
 
+def stored_signal_trade(close: Mapping[str, Any]) -> SignalTrade | None:
+    """A closed trade whose TradeLog carries the signal that opened it (``data.openingSignal``, written by the
+    gateway since the entry was stored with it); None when it does not or the signal is unusable."""
+    data = close.get("data") or {}
+    signal = data.get("openingSignal")
+    if not isinstance(signal, Mapping):
+        return None
+    entry, quantity, pnl = _decimal(data.get("entryPrice")), _decimal(data.get("quantity")), _decimal(data.get("realizedPnl"))
+    confidence = signal.get("confidence")
+    if entry is None or quantity is None or pnl is None or not isinstance(confidence, (int, float)):
+        return None
+    risk = _risk(entry, _decimal(signal.get("stopLoss")), quantity)
+    if risk is None:
+        return None
+    verdict = signal.get("aiVerdict")
+    return SignalTrade(str(signal.get("strategy") or "unknown"), float(confidence),
+                       str(verdict) if verdict else None, pnl, risk)
+
+
+def has_stored_signal(close: Mapping[str, Any]) -> bool:
+    return isinstance((close.get("data") or {}).get("openingSignal"), Mapping)
+
+
 def link_trade(close: Mapping[str, Any], opening: Mapping[str, Any] | None,
                analysis: Mapping[str, Any] | None) -> SignalTrade | None:
     """One closed trade and its opening signal; None when any piece is missing or unusable."""
@@ -76,6 +101,8 @@ def opening_query(closes: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
     """The opening TradeLogs that may belong to these closed trades: same bot, within the fill's lag."""
     windows = []
     for close in closes:
+        if has_stored_signal(close):
+            continue
         opened = (close.get("data") or {}).get("openTime")
         if isinstance(opened, datetime):
             windows.append({"botInstanceId": close.get("botInstanceId"),
@@ -105,10 +132,13 @@ def join_trades(closes: Iterable[Mapping[str, Any]], openings: Iterable[Mapping[
     linked: list[SignalTrade] = []
     unlinked = 0
     for close in closes:
-        opening = _opening(close, openings_by_bot.get(close.get("botInstanceId"), []))
-        analysis = None if opening is None else analysis_at.get(
-            (opening.get("botInstanceId"), _moment_key(opening.get("createdAt"))))
-        trade = link_trade(close, opening, analysis)
+        if has_stored_signal(close):
+            trade = stored_signal_trade(close)
+        else:   # older logs: find the opening and its tick's analysis
+            opening = _opening(close, openings_by_bot.get(close.get("botInstanceId"), []))
+            analysis = None if opening is None else analysis_at.get(
+                (opening.get("botInstanceId"), _moment_key(opening.get("createdAt"))))
+            trade = link_trade(close, opening, analysis)
         if trade is None:
             unlinked += 1
         elif strategy is None or trade.strategy == strategy:
@@ -138,7 +168,8 @@ def from_trade_logs(db: Database[dict[str, Any]], *, since: datetime | None = No
     unlinked = 0
     for start in range(0, len(closes), JOIN_CHUNK):
         chunk = closes[start:start + JOIN_CHUNK]
-        openings = list(db.tradelogs.find(opening_query(chunk)))
+        needs_join = not all(has_stored_signal(close) for close in chunk)
+        openings = list(db.tradelogs.find(opening_query(chunk))) if needs_join else []
         analyses = list(db.tradelogs.find(analysis_query(openings))) if openings else []
         part = join_trades(chunk, openings, analyses, strategy=strategy)
         linked += part.trades

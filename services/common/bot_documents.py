@@ -148,6 +148,9 @@ class StoredPosition:
     pnl: Decimal | None
     pnl_percent: Decimal | None
     open_time: datetime | None
+    # The signal that opened this position (strategy, confidence, the AI's verdict), as the gateway stored it at
+    # the entry; copied onto the CLOSE_POSITION TradeLog so calibration links each trade to its signal.
+    opening_signal: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -368,6 +371,8 @@ def _parse_position(position: Any, bot_symbol: str) -> StoredPosition | None:
         pnl=_maybe_decimal(position, "pnl"),
         pnl_percent=_maybe_decimal(position, "pnlPercent"),
         open_time=open_time,
+        # Informational only: whatever else is stored there never fails the bot.
+        opening_signal=position.get("openingSignal") if isinstance(position.get("openingSignal"), dict) else None,
     )
 
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from tradebot.v1 import executor_pb2, strategy_pb2
 
-from services.common.bot_documents import BotIdentity, BotStatisticsValues
+from services.common.bot_documents import BotIdentity, BotStatisticsValues, StoredPosition
 from services.common.position_documents import datetime_from_ms, position_to_document, side_name
 from services.gateway.conversions import action_name, ai_to_document, analysis_to_document, signal_to_document
 
@@ -125,15 +125,53 @@ def statistics_update(statistics: BotStatisticsValues, closed: Sequence[executor
     }
 
 
+def opening_signal(analysis: strategy_pb2.AnalyzeResponse, cycle: executor_pb2.RunCycleResponse,
+                   now: datetime) -> dict[str, Any]:
+    """What opened a position: the strategy, its confidence, the AI's verdict (or its absence), the stop."""
+    ai = analysis.ai
+    return {
+        "strategy": analysis.strategy_name,
+        "action": action_name(analysis.signal.action),
+        "confidence": analysis.signal.confidence,
+        "technicalConfidence": analysis.technical_signal.confidence,
+        "aiRequested": ai.requested,
+        "aiVerdict": action_name(ai.signal.action) if ai.used else None,
+        "stopLoss": cycle.order.stop_loss or None,
+        "analysisAt": now,
+    }
+
+
+def _opened_this_cycle(cycle: executor_pb2.RunCycleResponse) -> bool:
+    return cycle.order.placed or any(event.log_type == "TRADE" and event.action.startswith("OPEN_")
+                                     for event in cycle.events)
+
+
+def position_document(stored: StoredPosition | None, analysis: strategy_pb2.AnalyzeResponse,
+                      cycle: executor_pb2.RunCycleResponse, now: datetime) -> dict[str, Any] | None:
+    """``currentPosition`` after the cycle, with the signal that opened it: this tick's when it entered,
+    else the stored one while the position is the same (same side, same opening time when known)."""
+    if not cycle.has_position:
+        return None
+    document = position_to_document(cycle.position)
+    if _opened_this_cycle(cycle):
+        document["openingSignal"] = opening_signal(analysis, cycle, now)
+    elif stored is not None and stored.opening_signal is not None and stored.side == document["side"] and (
+            stored.open_time is None or document["openTime"] is None
+            or abs((stored.open_time - document["openTime"]).total_seconds()) < 1):
+        document["openingSignal"] = stored.opening_signal
+    return document
+
+
 def cycle_update(
     statistics: BotStatisticsValues,
     analysis: strategy_pb2.AnalyzeResponse,
     cycle: executor_pb2.RunCycleResponse,
     now: datetime,
+    stored: StoredPosition | None = None,
 ) -> dict[str, Any]:
     fields: dict[str, Any] = {
         "lastAnalysis": analysis_to_document(analysis, now),
-        "currentPosition": position_to_document(cycle.position) if cycle.has_position else None,
+        "currentPosition": position_document(stored, analysis, cycle, now),
         "lastError": cycle_error(cycle),
         "lastRunAt": now,
         "updatedAt": now,
@@ -168,6 +206,24 @@ def cycle_error(cycle: executor_pb2.RunCycleResponse) -> str | None:
 
 
 def cycle_logs(
+    identity: BotIdentity,
+    interval: str,
+    price: str,
+    analysis: strategy_pb2.AnalyzeResponse,
+    cycle: executor_pb2.RunCycleResponse,
+    now: datetime,
+    stored: StoredPosition | None = None,
+) -> list[dict[str, Any]]:
+    logs = _cycle_logs(identity, interval, price, analysis, cycle, now)
+    if stored is not None and stored.opening_signal is not None:
+        # The trade closed this cycle is the stored position: link it to the signal that opened it.
+        for entry in logs:
+            if entry["logType"] == "TRADE" and entry["action"] == "CLOSE_POSITION" and isinstance(entry["data"], dict):
+                entry["data"].setdefault("openingSignal", stored.opening_signal)
+    return logs
+
+
+def _cycle_logs(
     identity: BotIdentity,
     interval: str,
     price: str,

@@ -433,8 +433,9 @@ class _Tick:
         )
         self.outcomes[bot.instance_id] = _BotOutcome(
             result,
-            records.cycle_update(bot.statistics, analysis, cycle, self.now),
-            records.cycle_logs(bot.identity, bot.config.interval, cycle.reference_price, analysis, cycle, self.now),
+            records.cycle_update(bot.statistics, analysis, cycle, self.now, bot.position),
+            records.cycle_logs(bot.identity, bot.config.interval, cycle.reference_price, analysis, cycle, self.now,
+                               bot.position),
         )
 
     def _fail(self, identity: BotIdentity, error: str, action: str) -> None:
