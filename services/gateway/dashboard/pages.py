@@ -46,13 +46,13 @@ def _table(table_id: str, headers: Sequence[str], rows: Iterable[Sequence[str]],
     return f'<table id="{table_id}"><thead><tr>{head}</tr></thead><tbody>{cells}</tbody></table>'
 
 
-def _pager(base: str, params: Mapping[str, str], page: int, pages: int, total: int) -> str:
-    def link(number: int, label: str) -> str:
-        query = urlencode({**{key: value for key, value in params.items() if value}, "page": number})
-        return f'<a href="{base}?{e(query)}">{label}</a>'
-    previous = link(page - 1, "&larr; previous") if page > 1 else ""
-    following = link(page + 1, "next &rarr;") if page < pages else ""
-    return f'<p class="pager">{previous} page {page} of {pages} ({total} in all) {following}</p>'
+def _pager(base: str, params: Mapping[str, str], data: Mapping[str, Any], shown: int) -> str:
+    def link(key: str, value: str, label: str) -> str:
+        query = urlencode({**{name: text for name, text in params.items() if text}, key: value})
+        return f'<a id="page-{key}" href="{base}?{e(query)}">{label}</a>'
+    previous = link("before", data["previous"], "&larr; previous") if data.get("previous") else ""
+    following = link("after", data["next"], "next &rarr;") if data.get("next") else ""
+    return f'<p class="pager">{previous} <span>{shown} shown of {data["total"]}</span> {following}</p>'
 
 
 def login(message: str | None, login_csrf: str, enabled: bool) -> str:
@@ -187,7 +187,7 @@ def bots(data: Mapping[str, Any], filters: Mapping[str, str], csrf: str) -> str:
     table = _table("bots-table", ["Bot", "Status", "Strategy", "Symbol", "Interval", "Position", "Last run",
                                   "Last error", "User"], rows, empty="No bot matches")
     return _page("Bots", f'<section id="bots"><h2>Bots</h2>{form}{table}'
-                         f'{_pager("/dashboard/bots", filters, data["page"], data["pages"], data["total"])}</section>',
+                         f'{_pager("/dashboard/bots", filters, data, len(data["bots"]))}</section>',
                  csrf=csrf, active="Bots")
 
 
@@ -242,7 +242,7 @@ def accounts(data: Mapping[str, Any], csrf: str) -> str:
         [e(row["at"]), e(row["severity"]), e(row["action"]), _bot_link(row["botInstanceId"], row["message"])]
         for row in data["auditEvents"]), empty="No protective-order event in 24 h")
     return _page("Accounts", f"""<section id="accounts"><h2>Open positions and their protection</h2>{table}
-{_pager("/dashboard/accounts", {}, data["page"], data["pages"], data["total"])}
+{_pager("/dashboard/accounts", {}, data, len(data["positions"]))}
 <h3>Protective-order audit: events in the last 24 h</h3>{events}</section>""", csrf=csrf, active="Accounts")
 
 
@@ -261,7 +261,9 @@ def calibration(data: Mapping[str, Any], csrf: str) -> str:
 {_table("calibration-" + e(report["strategy"]).replace(" ", "-").lower(), ["Confidence %", "Trades", "Win rate",
         "95 % Wilson", "EV (R)", "EV 90 % low", "Earns"], rows)}<p class="verdict">{e(report["verdict"])}</p></article>""")
     body = "".join(blocks) or '<p class="muted">No closed trade linked to its opening signal yet.</p>'
+    older = (f"; {data['olderTrades']} older trades were logged before signals were stored: "
+             "<code>tradebot calibration</code> links them too") if data.get("olderTrades") else ""
     return _page("Calibration", f"""<section id="calibration"><h2>Calibration of the signals' confidence</h2>
 <p>{e(data["linkedTrades"])} closed trades linked to the signal that opened them ({e(data["unlinkedTrades"])} not
-linked). A calibrated strategy's points lie on the diagonal; the suggested threshold is the lowest confidence whose
+usable{older}). A calibrated strategy's points lie on the diagonal; the suggested threshold is the lowest confidence whose
 expected value is above zero with 90 % confidence.</p>{body}</section>""", csrf=csrf, active="Calibration")

@@ -6,6 +6,7 @@ it). Nothing here reads a secret: exchange connections are projected to their mo
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -13,10 +14,11 @@ from typing import Any
 from bson import ObjectId
 from bson.errors import InvalidId
 from pymongo import ASCENDING, DESCENDING, IndexModel
+from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 
 from services.analytics.calibration import calibrate, reliability_points
-from services.analytics.trade_signals import analysis_query, join_trades, opening_query
+from services.analytics.trade_signals import has_stored_signal, join_trades
 from services.common.bot_documents import PRESET_NAMES
 from services.common.stored_values import as_utc, to_decimal
 from services.common.trading_controls import COLLECTION as TRADING_CONTROLS, describe_halts
@@ -98,9 +100,10 @@ async def recent_ticks(db: AsyncDatabase[dict[str, Any]]) -> list[dict[str, Any]
 
 
 async def bots_by_status(db: AsyncDatabase[dict[str, Any]]) -> dict[str, int]:
-    # One indexed count per status: no collection scan, however many bots.
-    counts = {status: await db.botinstances.count_documents({"status": status}) for status in BOT_STATUSES}
-    return {status: count for status, count in counts.items() if count}
+    # One pass over the bots (bounded by the fleet's size, not by time), as /api/status counts them.
+    counts = {str(row["_id"]): int(row["count"]) async for row in await db.botinstances.aggregate(
+        [{"$group": {"_id": "$status", "count": {"$sum": 1}}}])}
+    return dict(sorted(counts.items()))
 
 
 async def recent_problems(db: AsyncDatabase[dict[str, Any]], now: datetime) -> list[dict[str, Any]]:
@@ -154,13 +157,43 @@ def bot_filter(status: str | None, strategy: str | None, symbol: str | None, use
     return query
 
 
-async def bots_page(db: AsyncDatabase[dict[str, Any]], query: dict[str, Any], page: int) -> dict[str, Any]:
-    total = await db.botinstances.count_documents(query)
-    pages = max(1, -(-total // PAGE_SIZE))
-    page = min(max(page, 1), pages)
-    bots = await db.botinstances.find(query, BOT_FIELDS).sort("_id", ASCENDING) \
-        .skip((page - 1) * PAGE_SIZE).limit(PAGE_SIZE).to_list()
-    return {"total": total, "page": page, "pages": pages, "pageSize": PAGE_SIZE, "bots": [_bot_row(bot) for bot in bots]}
+@dataclass(frozen=True)
+class PageAt:
+    """Where a page starts: after an id (the next page), before one (the previous), or at the first bot.
+
+    Pages are ranges of ``_id`` read through an index, never ``skip``: page 200 costs what page 1 costs."""
+
+    after: ObjectId | None = None
+    before: ObjectId | None = None
+
+    @classmethod
+    def parse(cls, after: str | None, before: str | None) -> PageAt:
+        return cls(object_id(after), None if after else object_id(before))
+
+
+async def _id_page(collection: AsyncCollection[dict[str, Any]], query: dict[str, Any], at: PageAt,
+                   projection: dict[str, int]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """One page of ``query`` in ``_id`` order and its links: (documents, {total, next, previous})."""
+    backwards = at.before is not None
+    bound = {"$lt": at.before} if backwards else ({"$gt": at.after} if at.after is not None else None)
+    ranged = query if bound is None else {"$and": [query, {"_id": bound}]}
+    documents = await collection.find(ranged, projection).sort("_id", DESCENDING if backwards else ASCENDING) \
+        .limit(PAGE_SIZE + 1).to_list()
+    more = len(documents) > PAGE_SIZE
+    documents = documents[:PAGE_SIZE]
+    if backwards:
+        documents.reverse()
+    first, last = (str(documents[0]["_id"]), str(documents[-1]["_id"])) if documents else (None, None)
+    has_previous = more if backwards else at.after is not None
+    has_next = (more or at.before is not None) if not backwards else True
+    total = await collection.count_documents(query) if query else await collection.estimated_document_count()
+    return documents, {"total": total, "pageSize": PAGE_SIZE, "next": last if has_next and documents else None,
+                       "previous": first if has_previous and documents else None}
+
+
+async def bots_page(db: AsyncDatabase[dict[str, Any]], query: dict[str, Any], at: PageAt) -> dict[str, Any]:
+    bots, links = await _id_page(db.botinstances, query, at, BOT_FIELDS)
+    return {**links, "bots": [_bot_row(bot) for bot in bots]}
 
 
 def _bot_row(bot: dict[str, Any]) -> dict[str, Any]:
@@ -199,13 +232,13 @@ async def bot_detail(db: AsyncDatabase[dict[str, Any]], bot_id: ObjectId) -> dic
     analyses = await db.tradelogs.find(
         {"botInstanceId": bot_id, "logType": "ANALYSIS"}, {"createdAt": 1, "action": 1, "data": 1},
     ).sort("createdAt", DESCENDING).limit(SIGNALS_SHOWN).to_list()
-    trades = await db.tradelogs.find(
-        {"botInstanceId": bot_id, "logType": "TRADE"}, {"createdAt": 1, "action": 1, "message": 1, "data": 1},
-    ).sort("createdAt", DESCENDING).limit(TRADES_SHOWN).to_list()
-    errors = await db.tradelogs.find(
-        {"botInstanceId": bot_id, "severity": {"$in": ["ERROR", "CRITICAL"]}},
-        {"createdAt": 1, "logType": 1, "severity": 1, "action": 1, "message": 1},
-    ).sort("createdAt", DESCENDING).limit(ERRORS_SHOWN).to_list()
+    # Trades and problems in one query (each branch of the $or has its index on MongoDB).
+    events = await db.tradelogs.find(
+        {"botInstanceId": bot_id, "$or": [{"logType": "TRADE"}, {"severity": {"$in": ["ERROR", "CRITICAL"]}}]},
+        {"createdAt": 1, "logType": 1, "severity": 1, "action": 1, "message": 1, "data": 1},
+    ).sort("createdAt", DESCENDING).limit(TRADES_SHOWN + ERRORS_SHOWN).to_list()
+    trades = [entry for entry in events if entry.get("logType") == "TRADE"][:TRADES_SHOWN]
+    errors = [entry for entry in events if entry.get("severity") in ("ERROR", "CRITICAL")][:ERRORS_SHOWN]
     signals = [_signal(entry) for entry in reversed(analyses)]
     trade_rows = [_trade(entry) for entry in reversed(trades)]
     return {
@@ -253,13 +286,9 @@ def _pnl_curve(trades: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 # --- accounts ---------------------------------------------------------------------------------------------
 
-async def accounts_page(db: AsyncDatabase[dict[str, Any]], page: int, now: datetime) -> dict[str, Any]:
+async def accounts_page(db: AsyncDatabase[dict[str, Any]], at: PageAt, now: datetime) -> dict[str, Any]:
     """Open positions (a page of them) with their account and the protective-order audit of each."""
-    total = await db.botinstances.count_documents(OPEN_POSITION)
-    pages = max(1, -(-total // PAGE_SIZE))
-    page = min(max(page, 1), pages)
-    bots = await db.botinstances.find(OPEN_POSITION, BOT_FIELDS).sort("_id", ASCENDING) \
-        .skip((page - 1) * PAGE_SIZE).limit(PAGE_SIZE).to_list()
+    bots, links = await _id_page(db.botinstances, OPEN_POSITION, at, BOT_FIELDS)
     connection_ids = list({bot["exchangeConnectionId"] for bot in bots if bot.get("exchangeConnectionId")})
     connections = {
         connection["_id"]: connection for connection in await db.exchangeconnections.find(
@@ -285,8 +314,7 @@ async def accounts_page(db: AsyncDatabase[dict[str, Any]], page: int, now: datet
                 "active": connection.get("isActive")},
             "audit": _audit(position, bot, latest_event.get(row["botInstanceId"]), now),
         })
-    return {"total": total, "page": page, "pages": pages, "pageSize": PAGE_SIZE, "positions": positions,
-            "auditEvents": [_log_row(event) for event in events]}
+    return {**links, "positions": positions, "auditEvents": [_log_row(event) for event in events]}
 
 
 def _audit(position: dict[str, Any], bot: dict[str, Any], event: dict[str, Any] | None, now: datetime) -> dict[str, Any]:
@@ -306,11 +334,14 @@ def _audit(position: dict[str, Any], bot: dict[str, Any], event: dict[str, Any] 
 # --- calibration ------------------------------------------------------------------------------------------
 
 async def calibration(db: AsyncDatabase[dict[str, Any]]) -> dict[str, Any]:
-    closes = await db.tradelogs.find({"logType": "TRADE", "action": "CLOSE_POSITION"}) \
+    """Calibration on the newest closed trades that carry their opening signal: one indexed query. Trades logged
+    before the signal was stored need a join per trade; ``tradebot calibration`` does it, the dashboard counts
+    them and leaves them out so the page stays fast."""
+    closes = await db.tradelogs.find({"logType": "TRADE", "action": "CLOSE_POSITION"},
+                                     {"data": 1, "createdAt": 1}) \
         .sort("createdAt", DESCENDING).limit(CALIBRATION_TRADES).to_list()
-    openings = await db.tradelogs.find(opening_query(closes)).to_list() if closes else []
-    analyses = await db.tradelogs.find(analysis_query(openings)).to_list() if openings else []
-    linked = join_trades(closes, openings, analyses)
+    stored = [close for close in closes if has_stored_signal(close)]
+    linked = join_trades(stored, [], [])
     reports = calibrate(linked.trades)
     return {
         "strategies": [{"strategy": report.strategy, "suggestedThreshold": report.suggested_threshold,
@@ -322,6 +353,7 @@ async def calibration(db: AsyncDatabase[dict[str, Any]]) -> dict[str, Any]:
                        for report in reports],
         "linkedTrades": len(linked.trades),
         "unlinkedTrades": linked.unlinked,
+        "olderTrades": len(closes) - len(stored),
     }
 
 

@@ -242,15 +242,14 @@ def _filters(request: Request) -> dict[str, str]:
     return {name: request.query_params.get(name, "").strip()[:64] for name in ("status", "strategy", "symbol", "user")}
 
 
-def _page_number(request: Request) -> int:
-    text = request.query_params.get("page", "1")
-    return int(text) if text.isdigit() and len(text) < 7 else 1
+def _page_at(request: Request) -> reads.PageAt:
+    return reads.PageAt.parse(request.query_params.get("after"), request.query_params.get("before"))
 
 
 async def bots_data(request: Request) -> dict[str, Any]:
     filters = _filters(request)
     query = reads.bot_filter(filters["status"], filters["strategy"], filters["symbol"], filters["user"])
-    return await reads.bots_page(_dashboard(request).db, query, _page_number(request))
+    return await reads.bots_page(_dashboard(request).db, query, _page_at(request))
 
 
 async def bot_data(request: Request) -> dict[str, Any] | None:
@@ -259,7 +258,7 @@ async def bot_data(request: Request) -> dict[str, Any] | None:
 
 
 async def accounts_data(request: Request) -> dict[str, Any]:
-    return await reads.accounts_page(_dashboard(request).db, _page_number(request), datetime.now(UTC))
+    return await reads.accounts_page(_dashboard(request).db, _page_at(request), datetime.now(UTC))
 
 
 async def calibration_data(request: Request) -> dict[str, Any]:
