@@ -11,7 +11,7 @@ GEN_STAMP := generated/.stamp
 PYTHON313 ?= $(shell p="$$(pyenv root 2>/dev/null)/versions/3.13.0/bin/python3.13"; \
 	if [ -x "$$p" ]; then echo "$$p"; else command -v python3.13; fi)
 
-.PHONY: install run test bench check-proto clean ops-tools certs
+.PHONY: install run test bench check-proto clean ops-tools certs screenshots
 
 install: $(VENV)/.installed $(GEN_STAMP)
 
@@ -59,6 +59,10 @@ ops-tools:
 # Compose installs them with its tls-init step; Kubernetes: docs/deployment.md.
 certs: install
 	$(PY) -m services.devstack.certs --out certs $(CERTS_ARGS)
+
+# The README's dashboard screenshots, taken by the browser test on the `make run` stack.
+screenshots: install ops-tools
+	DASHBOARD_SCREENSHOTS=docs/screenshots $(PY) -m pytest -q tests/e2e/test_dashboard_browser.py
 
 # make bench [BOTS=N]: one paper tick per population; make bench LIVE=1 [BOTS=N]: live accounts, several ticks.
 bench: install

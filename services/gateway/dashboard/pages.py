@@ -24,6 +24,11 @@ def e(value: Any) -> str:
     return "" if value is None else escape(str(value))
 
 
+def when(iso: str | None) -> str:
+    """An ISO UTC time as operators read it: 2026-12-05 09:44:13Z."""
+    return "" if not iso else e(iso[:19].replace("T", " ") + "Z")
+
+
 def _page(title: str, body: str, *, csrf: str | None = None, active: str = "") -> str:
     nav = ""
     if csrf is not None:
@@ -97,7 +102,7 @@ def fleet(data: Mapping[str, Any], csrf: str) -> str:
         for alert in data["alerts"]), empty="No alert")
     statuses = " · ".join(f"{e(status)} {count}" for status, count in data["botsByStatus"].items()) or "no bots"
     problems = _table("problems", ["When", "Severity", "Action", "Message"], (
-        [e(row["at"]), e(row["severity"]), e(row["action"]), _bot_link(row["botInstanceId"], row["message"])]
+        [when(row["at"]), e(row["severity"]), e(row["action"]), _bot_link(row["botInstanceId"], row["message"])]
         for row in data["problems"]), empty="No error in 24 h")
     return _page("Fleet", f"""<section id="fleet"><h2>Fleet</h2><p id="bot-counts">Bots: {statuses}</p>
 {_controls(data["controls"], csrf)}<h3>Current alerts</h3>{alerts}<h3>Last ticks</h3><div class="charts">{charts}</div>
@@ -116,12 +121,12 @@ def _controls(controls: Mapping[str, Any], csrf: str) -> str:
     breaker = controls["circuitBreaker"]
     if controls["halted"]:
         halt = controls["fleetHalt"]
-        state = (f'<p id="halt-state" class="halted">HALTED since {e(halt["since"])} by {e(halt["by"])}: '
+        state = (f'<p id="halt-state" class="halted">HALTED since {when(halt["since"])} by {e(halt["by"])}: '
                  f'{e(halt["reason"])}{" (flattening positions)" if halt.get("flatten") else ""}</p>')
     else:
         state = '<p id="halt-state" class="trading">TRADING: new entries allowed</p>'
     if breaker.get("open"):
-        state += (f'<p id="breaker-state" class="halted">Circuit breaker OPEN until {e(breaker.get("until"))}: '
+        state += (f'<p id="breaker-state" class="halted">Circuit breaker OPEN until {when(breaker.get("until"))}: '
                   f'{e(breaker.get("reason"))}</p>')
     else:
         state += '<p id="breaker-state" class="trading">Circuit breaker closed</p>'
@@ -182,7 +187,7 @@ def bots(data: Mapping[str, Any], filters: Mapping[str, str], csrf: str) -> str:
 <button type="submit" id="filter-button">Filter</button></form>"""
     rows = ([f'<a href="/dashboard/bots/{e(bot["botInstanceId"])}">{e(bot["botName"]) or "(unnamed)"}</a>',
              e(bot["status"]), e(bot["strategy"]), e(bot["symbol"]), e(bot["interval"]),
-             _position_text(bot["position"]), e(bot["lastRunAt"]), e(bot["lastError"]), e(bot["userId"])]
+             _position_text(bot["position"]), when(bot["lastRunAt"]), e(bot["lastError"]), e(bot["userId"])]
             for bot in data["bots"])
     table = _table("bots-table", ["Bot", "Status", "Strategy", "Symbol", "Interval", "Position", "Last run",
                                   "Last error", "User"], rows, empty="No bot matches")
@@ -210,13 +215,13 @@ def bot(data: Mapping[str, Any], csrf: str) -> str:
         "realised PnL (USDT)", "#1a7f37", [float(point["cumulativePnl"]) for point in curve])],
         floor_zero=False, labels=[str(point["at"]) for point in curve])
     trades = _table("trades", ["When", "Action", "Side", "Quantity", "Price", "Realised PnL", "Message"], (
-        [e(trade["at"]), e(trade["action"]), e(trade["side"]), e(trade["quantity"]), e(trade["price"]),
+        [when(trade["at"]), e(trade["action"]), e(trade["side"]), e(trade["quantity"]), e(trade["price"]),
          e(trade["realizedPnl"]), e(trade["message"])] for trade in reversed(data["trades"])), empty="No trade yet")
     errors = _table("errors", ["When", "Severity", "Action", "Message"], (
-        [e(row["at"]), e(row["severity"]), e(row["action"]), e(row["message"])] for row in data["errors"]),
+        [when(row["at"]), e(row["severity"]), e(row["action"]), e(row["message"])] for row in data["errors"]),
         empty="No error")
     recent = _table("signals", ["When", "Signal", "Confidence", "AI", "Decision"], (
-        [e(signal["at"]), e(signal["action"]), e(signal["confidence"]), e(signal["ai"]), e(signal["decision"])]
+        [when(signal["at"]), e(signal["action"]), e(signal["confidence"]), e(signal["ai"]), e(signal["decision"])]
         for signal in list(reversed(signals))[:20]), empty="No analysis yet")
     return _page(info["botName"] or "Bot", f"""<section id="bot-page"><h2>{e(info["botName"])}</h2>
 <p>{e(info["status"])} · {e(info["strategy"])} · {e(info["symbol"])} {e(info["interval"])}
@@ -233,13 +238,13 @@ def accounts(data: Mapping[str, Any], csrf: str) -> str:
              e((row["account"] or {}).get("connectionId")), e(row["userId"]), _position_text(row["position"]),
              e(row["position"]["stopLoss"]), e(row["position"]["takeProfit"]),
              f'<span class="verdict {e(row["audit"]["verdict"].lower().replace(" ", "-"))}">'
-             f'{e(row["audit"]["verdict"])}</span>', e(row["audit"]["lastAuditAt"]),
+             f'{e(row["audit"]["verdict"])}</span>', when(row["audit"]["lastAuditAt"]),
              e((row["audit"]["lastEvent"] or {}).get("message"))]
             for row in data["positions"])
     table = _table("positions", ["Bot", "Mode", "Connection", "User", "Position", "Stop-loss", "Take-profit",
                                  "Protection", "Last audited", "Last audit event"], rows, empty="No open position")
     events = _table("audit-events", ["When", "Severity", "Action", "Message"], (
-        [e(row["at"]), e(row["severity"]), e(row["action"]), _bot_link(row["botInstanceId"], row["message"])]
+        [when(row["at"]), e(row["severity"]), e(row["action"]), _bot_link(row["botInstanceId"], row["message"])]
         for row in data["auditEvents"]), empty="No protective-order event in 24 h")
     return _page("Accounts", f"""<section id="accounts"><h2>Open positions and their protection</h2>{table}
 {_pager("/dashboard/accounts", {}, data, len(data["positions"]))}

@@ -46,6 +46,9 @@ INDEXES: dict[str, list[IndexModel]] = {
         IndexModel([("userId", ASCENDING), ("_id", ASCENDING)], name="dashboard_user"),
         IndexModel([("currentPosition.side", ASCENDING), ("_id", ASCENDING)], name="dashboard_positions"),
     ],
+    "exchangeconnections": [
+        IndexModel([("userId", ASCENDING), ("isActive", ASCENDING)], name="dashboard_user_connections"),
+    ],
     "tradelogs": [
         IndexModel([("botInstanceId", ASCENDING), ("logType", ASCENDING), ("createdAt", DESCENDING)],
                    name="dashboard_bot_type_time"),
@@ -269,7 +272,7 @@ def _trade(entry: dict[str, Any]) -> dict[str, Any]:
     return {"at": iso(entry.get("createdAt")), "action": entry.get("action"),
             "message": str(entry.get("message") or "")[:300],
             "side": data.get("side"), "quantity": amount(data.get("quantity")),
-            "price": amount(data.get("exitPrice") or data.get("entryPrice") or data.get("price")),
+            "price": amount(data.get("exitPrice") or data.get("fillPrice") or data.get("entryPrice") or data.get("price")),
             "realizedPnl": amount(data.get("realizedPnl"))}
 
 
@@ -289,11 +292,7 @@ def _pnl_curve(trades: list[dict[str, Any]]) -> list[dict[str, Any]]:
 async def accounts_page(db: AsyncDatabase[dict[str, Any]], at: PageAt, now: datetime) -> dict[str, Any]:
     """Open positions (a page of them) with their account and the protective-order audit of each."""
     bots, links = await _id_page(db.botinstances, OPEN_POSITION, at, BOT_FIELDS)
-    connection_ids = list({bot["exchangeConnectionId"] for bot in bots if bot.get("exchangeConnectionId")})
-    connections = {
-        connection["_id"]: connection for connection in await db.exchangeconnections.find(
-            {"_id": {"$in": connection_ids}}, {"mode": 1, "isActive": 1, "userId": 1}).to_list()
-    }
+    connections = await _accounts_of(db, bots)
     since = now - timedelta(hours=24)
     events = await db.tradelogs.find(
         {"action": {"$in": list(PROTECTION_ACTIONS)}, "createdAt": {"$gte": since}},
@@ -305,7 +304,7 @@ async def accounts_page(db: AsyncDatabase[dict[str, Any]], at: PageAt, now: date
     positions = []
     for bot in bots:
         row = _bot_row(bot)
-        connection = connections.get(bot.get("exchangeConnectionId"))
+        connection = connections.get(bot["_id"])
         position = row["position"] or {}
         positions.append({
             **row,
@@ -315,6 +314,29 @@ async def accounts_page(db: AsyncDatabase[dict[str, Any]], at: PageAt, now: date
             "audit": _audit(position, bot, latest_event.get(row["botInstanceId"]), now),
         })
     return {**links, "positions": positions, "auditEvents": [_log_row(event) for event in events]}
+
+
+async def _accounts_of(db: AsyncDatabase[dict[str, Any]], bots: list[dict[str, Any]]) -> dict[Any, dict[str, Any]]:
+    """Each bot's exchange connection as the executor resolves it: its exchangeConnectionId, else its user's one
+    active connection. Only the mode and state are read, never the keys."""
+    fields = {"mode": 1, "isActive": 1, "userId": 1}
+    named = [bot["exchangeConnectionId"] for bot in bots if bot.get("exchangeConnectionId")]
+    by_id = {doc["_id"]: doc for doc in await db.exchangeconnections.find({"_id": {"$in": named}}, fields).to_list()}
+    users = [bot.get("userId") for bot in bots if not bot.get("exchangeConnectionId")]
+    active: dict[str, list[dict[str, Any]]] = {}
+    if users:
+        for doc in await db.exchangeconnections.find({"userId": {"$in": users}, "isActive": True}, fields).to_list():
+            active.setdefault(str(doc.get("userId")), []).append(doc)
+    resolved = {}
+    for bot in bots:
+        if bot.get("exchangeConnectionId"):
+            found = by_id.get(bot["exchangeConnectionId"])
+        else:
+            candidates = active.get(str(bot.get("userId")), [])
+            found = candidates[0] if len(candidates) == 1 else None
+        if found is not None:
+            resolved[bot["_id"]] = found
+    return resolved
 
 
 def _audit(position: dict[str, Any], bot: dict[str, Any], event: dict[str, Any] | None, now: datetime) -> dict[str, Any]:

@@ -9,8 +9,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from html import escape
 
-WIDTH, HEIGHT = 640, 200
-LEFT, RIGHT, TOP, BOTTOM = 52, 12, 12, 24
+WIDTH, HEIGHT = 640, 220
+LEFT, RIGHT, TOP, BOTTOM = 60, 12, 14, 30
 ACTION_COLOURS = {"BUY": "#1a7f37", "SELL": "#cf222e", "HOLD": "#8c959f"}
 
 
@@ -30,18 +30,19 @@ def _scale(low: float, high: float) -> tuple[float, float]:
 
 def _frame(title: str, body: list[str], low: float, high: float, unit: str, legend: Sequence[tuple[str, str]],
            width: int = WIDTH, height: int = HEIGHT) -> str:
-    legend_items = "".join(
-        f'<rect x="{LEFT + 130 * index}" y="{height - 12}" width="10" height="10" fill="{colour}"/>'
-        f'<text x="{LEFT + 14 + 130 * index}" y="{height - 3}" font-size="11">{escape(label)}</text>'
-        for index, (label, colour) in enumerate(legend))
+    legend_items, x = [], LEFT
+    for label, colour in legend:   # each entry as wide as its text (about 7.5 px a character at 13 px)
+        legend_items.append(f'<rect x="{x}" y="{height - 13}" width="11" height="11" fill="{colour}"/>'
+                            f'<text x="{x + 15}" y="{height - 3}" font-size="13">{escape(label)}</text>')
+        x += 15 + int(7.5 * len(label)) + 18
     return (
         f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" role="img" class="chart" '
         f'aria-label="{escape(title)}"><title>{escape(title)}</title>'
         f'<line x1="{LEFT}" y1="{TOP}" x2="{LEFT}" y2="{height - BOTTOM}" stroke="#d0d7de"/>'
         f'<line x1="{LEFT}" y1="{height - BOTTOM}" x2="{width - RIGHT}" y2="{height - BOTTOM}" stroke="#d0d7de"/>'
-        f'<text x="{LEFT - 4}" y="{TOP + 8}" font-size="10" text-anchor="end">{_number(high)}{escape(unit)}</text>'
-        f'<text x="{LEFT - 4}" y="{height - BOTTOM}" font-size="10" text-anchor="end">{_number(low)}{escape(unit)}</text>'
-        + "".join(body) + legend_items + "</svg>"
+        f'<text x="{LEFT - 4}" y="{TOP + 8}" font-size="13" text-anchor="end">{_number(high)}{escape(unit)}</text>'
+        f'<text x="{LEFT - 4}" y="{height - BOTTOM}" font-size="13" text-anchor="end">{_number(low)}{escape(unit)}</text>'
+        + "".join(body) + "".join(legend_items) + "</svg>"
     )
 
 
@@ -147,4 +148,4 @@ def reliability_diagram(title: str, points: Sequence[dict[str, float]], size: in
 def empty_chart(title: str) -> str:
     return (f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {WIDTH} 60" role="img" class="chart empty" '
             f'aria-label="{escape(title)}"><title>{escape(title)}</title>'
-            f'<text x="{LEFT}" y="34" font-size="12" fill="#57606a">No data yet</text></svg>')
+            f'<text x="{LEFT}" y="34" font-size="14" fill="#57606a">No data yet</text></svg>')
