@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import re
+import shutil
+import subprocess
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -16,6 +20,7 @@ from services.common.trading_controls import COLLECTION as CONTROLS, FLEET_HALT_
 from services.gateway.dashboard.settings import DashboardSettings
 from services.gateway.settings import GatewaySettings
 from tests.gateway.conftest import CRON_SECRET, Gateway, GatewayFactory
+from tests.support.processes import free_port
 
 PASSWORD = "dashboard-password-for-tests-0123"
 DATA_ENDPOINTS = ("/dashboard/api/fleet", "/dashboard/api/bots", f"/dashboard/api/bots/{ObjectId()}",
@@ -208,3 +213,60 @@ async def test_views_show_ticks_bots_filters_and_one_bots_history(dashboard):
 def test_a_weak_or_reused_dashboard_password_stops_the_gateway_at_start(env: dict[str, Any], message: str):
     with pytest.raises(SettingsError, match=message):
         GatewaySettings.from_env({"CRON_SECRET": CRON_SECRET, "MONGODB_URI": "mongodb://127.0.0.1:1", **env})
+
+
+async def test_the_calibration_view_draws_the_reliability_diagram_from_the_stored_signals(dashboard):
+    def close(confidence: float, pnl: str) -> dict[str, Any]:
+        return {"botInstanceId": ObjectId(), "logType": "TRADE", "severity": "INFO", "action": "CLOSE_POSITION",
+                "message": "closed", "createdAt": datetime.now(UTC),
+                "data": {"entryPrice": "100", "quantity": "1", "realizedPnl": pnl,
+                         "openingSignal": {"strategy": "Bitcoin Pro", "confidence": confidence, "aiVerdict": "BUY",
+                                           "stopLoss": "98"}}}
+    # 75 %: 15 wins of +4 (2 R) and 5 losses of -2 (-1 R) -> win rate 75 %, mean +1.25 R.
+    dashboard.db.tradelogs.insert_many([close(75.0, "4") for _ in range(15)] + [close(76.0, "-2") for _ in range(5)])
+    async with browser(dashboard) as http:
+        await logged_in_csrf(http)
+        data = (await http.get("/dashboard/api/calibration")).json()
+        [report] = data["strategies"]
+        [bucket] = report["buckets"]
+        assert data["linkedTrades"] == 20 and report["strategy"] == "Bitcoin Pro"
+        assert bucket["confidence"] == "70-80" and bucket["trades"] == 20 and bucket["winRate"] == 0.75
+        assert bucket["meanR"] == pytest.approx(1.25)
+        assert report["suggestedThreshold"] == 70
+        page = (await http.get("/dashboard/calibration")).text
+        assert page.count('class="reliability-point"') == 1 and "suggested threshold 70" in page
+
+
+async def test_alertmanagers_active_alerts_join_the_dashboards_own(gateway_factory: GatewayFactory, tmp_path):
+    """A real Alertmanager (Debian's prometheus-alertmanager): an alert posted to it shows in the fleet view."""
+    binary = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
+    assert binary, "make test installs prometheus-alertmanager"
+    port = free_port()
+    (tmp_path / "am.yml").write_text("route:\n  receiver: none\nreceivers:\n  - name: none\n")
+    process = subprocess.Popen([binary, f"--config.file={tmp_path / 'am.yml'}", f"--storage.path={tmp_path}",
+                                f"--web.listen-address=127.0.0.1:{port}", "--cluster.listen-address="],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        async with httpx.AsyncClient(base_url=url, timeout=2) as alertmanager:
+            for _ in range(100):
+                with contextlib.suppress(httpx.HTTPError):
+                    if (await alertmanager.get("/-/ready")).status_code == 200:
+                        break
+                await asyncio.sleep(0.1)
+            posted = await alertmanager.post("/api/v2/alerts", json=[{
+                "labels": {"alertname": "ExchangeBanned", "severity": "critical"},
+                "annotations": {"summary": "Binance banned this IP (418)"}}])
+            assert posted.status_code == 200
+        settings = DashboardSettings(password=PASSWORD, alertmanager_url=url)
+        async with gateway_factory(dashboard=settings) as gateway, browser(gateway) as http:
+            await logged_in_csrf(http)
+            alerts = (await http.get("/dashboard/api/fleet")).json()["alerts"]
+            assert {"name": "ExchangeBanned", "severity": "critical", "summary": "Binance banned this IP (418)",
+                    "source": "alertmanager"} in alerts
+            process.terminate()
+            process.wait(10)
+            alerts = (await http.get("/dashboard/api/fleet")).json()["alerts"]
+            assert any(alert["name"] == "AlertmanagerUnreachable" for alert in alerts)
+    finally:
+        process.kill()
