@@ -86,6 +86,8 @@ def create_app(
             yield
         finally:
             indexing.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):   # retrieved, so never logged as lost
+                await indexing
             await app.state.runner.close(LATE_WRITE_GRACE_SECONDS)
             await dispatcher.close(WEBHOOK_CLOSE_SECONDS)
             await monitoring.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import contextlib
 import re
 import shutil
@@ -270,3 +271,24 @@ async def test_alertmanagers_active_alerts_join_the_dashboards_own(gateway_facto
             assert any(alert["name"] == "AlertmanagerUnreachable" for alert in alerts)
     finally:
         process.kill()
+
+
+async def test_with_mongodb_down_pages_answer_503_and_logins_fail_closed(mongo_db_name, fakes):
+    from services.gateway.app import create_app
+    from tests.gateway.conftest import gateway_settings
+
+    settings = dataclasses.replace(
+        gateway_settings(f"mongodb://127.0.0.1:{free_port()}", mongo_db_name, fakes),
+        mongodb_timeout_ms=300, dashboard=DashboardSettings(password=PASSWORD))
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as http:
+            assert (await http.get("/dashboard")).status_code == 200   # the login form needs no database
+            session = {"Cookie": "tb_session=" + "a" * 43}
+            home = await http.get("/dashboard", headers=session)
+            assert home.status_code == 503 and "Database unavailable" in home.text
+            assert (await http.get("/dashboard/api/fleet", headers=session)).status_code == 503
+            http.cookies.set("tb_login", "token")
+            refused = await http.post("/dashboard/login", data={"login_csrf": "token", "password": PASSWORD})
+            assert refused.status_code == 503 and "tb_session" not in refused.headers.get("set-cookie", "")
