@@ -23,7 +23,10 @@ from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.remote.webelement import WebElement
+from selenium.webdriver.support.expected_conditions import staleness_of
 from selenium.webdriver.support.select import Select
+from selenium.webdriver.support.wait import WebDriverWait
 
 from services.common.trading_controls import COLLECTION as CONTROLS, FLEET_HALT_ID
 from services.devstack.processes import ChildProcess, free_port, python_module
@@ -110,11 +113,18 @@ def shoot(driver: WebDriver, stack: Stack, name: str) -> None:
     driver.set_window_size(1360, 1000)
 
 
+def click_and_load(driver: WebDriver, element: WebElement) -> None:
+    """Click something that loads a page, and wait until the old page is gone (else finds see the old one)."""
+    page = driver.find_element(By.TAG_NAME, "html")
+    element.click()
+    WebDriverWait(driver, 10).until(staleness_of(page))
+
+
 def log_in(driver: WebDriver, password: str) -> None:
     field = driver.find_element(By.ID, "password")
     field.clear()
     field.send_keys(password)
-    driver.find_element(By.ID, "login-button").click()
+    click_and_load(driver, driver.find_element(By.ID, "login-button"))
 
 
 def test_login_form_refuses_a_wrong_password_and_opens_the_fleet_view(stack: Stack, browser: WebDriver):
@@ -136,23 +146,23 @@ def test_login_form_refuses_a_wrong_password_and_opens_the_fleet_view(stack: Sta
 
 
 def test_every_view_opens_and_the_bots_table_filters(stack: Stack, browser: WebDriver):
-    browser.find_element(By.LINK_TEXT, "Bots").click()
+    click_and_load(browser, browser.find_element(By.LINK_TEXT, "Bots"))
     rows = browser.find_elements(By.CSS_SELECTOR, "#bots-table tbody tr")
     assert len(rows) == 4
     Select(browser.find_element(By.ID, "filter-strategy")).select_by_value("2")
-    browser.find_element(By.ID, "filter-button").click()
+    click_and_load(browser, browser.find_element(By.ID, "filter-button"))
     rows = browser.find_elements(By.CSS_SELECTOR, "#bots-table tbody tr")
     assert len(rows) == 1 and "Safe Trader" in rows[0].text
     shoot(browser, stack, "bots")
     Select(browser.find_element(By.ID, "filter-strategy")).select_by_value("1")
-    browser.find_element(By.ID, "filter-button").click()
-    browser.find_element(By.LINK_TEXT, "Bitcoin Pro").click()
+    click_and_load(browser, browser.find_element(By.ID, "filter-button"))
+    click_and_load(browser, browser.find_element(By.LINK_TEXT, "Bitcoin Pro"))
     page = browser.find_element(By.ID, "bot-page")
     assert "Bitcoin Pro" in page.find_element(By.TAG_NAME, "h2").text
     assert browser.find_elements(By.CSS_SELECTOR, "#bot-page svg.chart polyline"), "the price chart is drawn"
     assert len(browser.find_elements(By.CSS_SELECTOR, "#signals tbody tr")) >= 4
     shoot(browser, stack, "bot")
-    browser.find_element(By.LINK_TEXT, "Accounts").click()
+    click_and_load(browser, browser.find_element(By.LINK_TEXT, "Accounts"))
     positions = browser.find_elements(By.CSS_SELECTOR, "#positions tbody tr")
     # The simulated prices are a function of the time of day: how many bots hold a position varies.
     with MongoClient(stack.mongo_uri) as client:
@@ -163,18 +173,18 @@ def test_every_view_opens_and_the_bots_table_filters(stack: Stack, browser: WebD
     else:
         assert len(positions) == 1 and "No open position" in positions[0].text
     shoot(browser, stack, "accounts")
-    browser.find_element(By.LINK_TEXT, "Calibration").click()
+    click_and_load(browser, browser.find_element(By.LINK_TEXT, "Calibration"))
     assert browser.find_element(By.ID, "calibration").is_displayed()
 
 
 def test_halt_and_resume_from_the_browser_stop_and_restore_entries(stack: Stack, browser: WebDriver):
-    browser.find_element(By.LINK_TEXT, "Fleet").click()
+    click_and_load(browser, browser.find_element(By.LINK_TEXT, "Fleet"))
     browser.find_element(By.ID, "halt-reason").send_keys("exchange incident drill")
-    browser.find_element(By.ID, "halt-button").click()
+    click_and_load(browser, browser.find_element(By.ID, "halt-button"))
     assert "exchange incident drill" in browser.find_element(By.ID, "confirm-reason").text
     assert stack.controls() is None, "the first click only asks"
     shoot(browser, stack, "halt-confirm")
-    browser.find_element(By.ID, "confirm-halt").click()
+    click_and_load(browser, browser.find_element(By.ID, "confirm-halt"))
     assert "HALTED" in browser.find_element(By.ID, "halt-state").text
     halt = stack.controls()
     assert halt is not None and halt["reason"] == "exchange incident drill" and halt["by"] == "dashboard (127.0.0.1)"
@@ -184,8 +194,8 @@ def test_halt_and_resume_from_the_browser_stop_and_restore_entries(stack: Stack,
     browser.refresh()
     assert any(alert.text.startswith("TradingHalted") for alert in browser.find_elements(By.CSS_SELECTOR, "#alerts td"))
     shoot(browser, stack, "halted")
-    browser.find_element(By.ID, "resume-button").click()
-    browser.find_element(By.ID, "confirm-resume").click()
+    click_and_load(browser, browser.find_element(By.ID, "resume-button"))
+    click_and_load(browser, browser.find_element(By.ID, "confirm-resume"))
     assert "TRADING" in browser.find_element(By.ID, "halt-state").text
     assert stack.controls() is None
     assert all(result["status"] == "success" for result in stack.tick()["results"])
@@ -193,7 +203,7 @@ def test_halt_and_resume_from_the_browser_stop_and_restore_entries(stack: Stack,
 
 def test_after_logout_the_old_cookie_a_forged_one_and_a_form_without_csrf_are_refused(stack: Stack, browser: WebDriver):
     old = browser.get_cookie("tb_session")["value"]
-    browser.find_element(By.ID, "logout").click()
+    click_and_load(browser, browser.find_element(By.ID, "logout"))
     assert browser.find_element(By.ID, "login-form").is_displayed()
     assert browser.get_cookie("tb_session") is None
     for token in (old, "forged" + old[6:]):
