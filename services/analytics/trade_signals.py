@@ -53,6 +53,19 @@ def _risk(entry: Decimal, stop: Decimal | None, quantity: Decimal) -> Decimal | 
     return risk if risk > 0 else None
 
 
+def _signal_trade(close_data: Mapping[str, Any], strategy: Any, confidence: Any, verdict: Any,
+                  stop_loss: Any) -> SignalTrade | None:
+    """The trade of a CLOSE_POSITION log's data with its signal's pieces; None when one is missing or unusable."""
+    entry, quantity = _decimal(close_data.get("entryPrice")), _decimal(close_data.get("quantity"))
+    pnl = _decimal(close_data.get("realizedPnl"))
+    if entry is None or quantity is None or pnl is None or not isinstance(confidence, (int, float)):
+        return None
+    risk = _risk(entry, _decimal(stop_loss), quantity)
+    if risk is None:
+        return None
+    return SignalTrade(str(strategy or "unknown"), float(confidence), str(verdict) if verdict else None, pnl, risk)
+
+
 def stored_signal_trade(close: Mapping[str, Any]) -> SignalTrade | None:
     """A closed trade whose TradeLog carries the signal that opened it (``data.openingSignal``, written by the
     gateway since the entry was stored with it); None when it does not or the signal is unusable."""
@@ -60,16 +73,8 @@ def stored_signal_trade(close: Mapping[str, Any]) -> SignalTrade | None:
     signal = data.get("openingSignal")
     if not isinstance(signal, Mapping):
         return None
-    entry, quantity, pnl = _decimal(data.get("entryPrice")), _decimal(data.get("quantity")), _decimal(data.get("realizedPnl"))
-    confidence = signal.get("confidence")
-    if entry is None or quantity is None or pnl is None or not isinstance(confidence, (int, float)):
-        return None
-    risk = _risk(entry, _decimal(signal.get("stopLoss")), quantity)
-    if risk is None:
-        return None
-    verdict = signal.get("aiVerdict")
-    return SignalTrade(str(signal.get("strategy") or "unknown"), float(confidence),
-                       str(verdict) if verdict else None, pnl, risk)
+    return _signal_trade(data, signal.get("strategy"), signal.get("confidence"), signal.get("aiVerdict"),
+                         signal.get("stopLoss"))
 
 
 def has_stored_signal(close: Mapping[str, Any]) -> bool:
@@ -78,23 +83,16 @@ def has_stored_signal(close: Mapping[str, Any]) -> bool:
 
 def link_trade(close: Mapping[str, Any], opening: Mapping[str, Any] | None,
                analysis: Mapping[str, Any] | None) -> SignalTrade | None:
-    """One closed trade and its opening signal; None when any piece is missing or unusable."""
+    """One closed trade, its opening TradeLog (the stop) and that tick's ANALYSIS (the signal); None when any
+    piece is missing or unusable."""
     if opening is None or analysis is None:
         return None
-    data, open_data, signal_data = close.get("data") or {}, opening.get("data") or {}, analysis.get("data") or {}
-    entry, quantity = _decimal(data.get("entryPrice")), _decimal(data.get("quantity"))
-    pnl = _decimal(data.get("realizedPnl"))
-    signal = signal_data.get("signal") or {}
-    confidence = signal.get("confidence")
-    if entry is None or quantity is None or pnl is None or not isinstance(confidence, (int, float)):
-        return None
-    risk = _risk(entry, _decimal(open_data.get("stopLoss")), quantity)
-    if risk is None:
-        return None
+    signal_data = analysis.get("data") or {}
     ai = signal_data.get("ai") or {}
     verdict = (ai.get("signal") or {}).get("action") if ai.get("used") else None
-    return SignalTrade(str(signal_data.get("strategy") or "unknown"), float(confidence),
-                       str(verdict) if verdict else None, pnl, risk)
+    return _signal_trade(close.get("data") or {}, signal_data.get("strategy"),
+                         (signal_data.get("signal") or {}).get("confidence"), verdict,
+                         (opening.get("data") or {}).get("stopLoss"))
 
 
 def opening_query(closes: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
