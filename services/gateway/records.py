@@ -214,23 +214,6 @@ def cycle_logs(
     now: datetime,
     stored: StoredPosition | None = None,
 ) -> list[dict[str, Any]]:
-    logs = _cycle_logs(identity, interval, price, analysis, cycle, now)
-    if stored is not None and stored.opening_signal is not None:
-        # The trade closed this cycle is the stored position: link it to the signal that opened it.
-        for entry in logs:
-            if entry["logType"] == "TRADE" and entry["action"] == "CLOSE_POSITION" and isinstance(entry["data"], dict):
-                entry["data"].setdefault("openingSignal", stored.opening_signal)
-    return logs
-
-
-def _cycle_logs(
-    identity: BotIdentity,
-    interval: str,
-    price: str,
-    analysis: strategy_pb2.AnalyzeResponse,
-    cycle: executor_pb2.RunCycleResponse,
-    now: datetime,
-) -> list[dict[str, Any]]:
     logs = [analysis_log(identity, interval, price, analysis, now, decision=cycle.decision)]
     logs.extend(ai_fallback_logs(identity, analysis, now))
     # The executor's own TRADE/SAFETY events are the record when it sends them; the
@@ -276,6 +259,9 @@ def _cycle_logs(
                     "reason": trade.reason,
                     "openTime": datetime_from_ms(trade.open_time_ms),
                     "closeTime": datetime_from_ms(trade.close_time_ms),
+                    # The trade closed is the stored position: link it to the signal that opened it.
+                    **({"openingSignal": stored.opening_signal}
+                       if stored is not None and stored.opening_signal is not None else {}),
                 },
             )
         )  # fmt: skip
