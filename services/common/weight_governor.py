@@ -183,6 +183,10 @@ class WeightGovernor:
         self._roll()
         if self.pause_left() > 0:
             return False
+        if weight <= 0:
+            # Orders (entries, stops, targets, closes) weigh nothing on the IP: they count on the account's
+            # order-rate limits. A minute the IP has spent (other processes' reads) must not hold a stop back.
+            return True
         share = self.share_of(priority)
         return (self.own_used() + weight <= self.settings.process_cap * share
                 and self.ip_used() + weight <= self.settings.ip_cap * share)

@@ -57,6 +57,20 @@ async def test_the_exchange_header_counts_other_processes_and_is_never_lowered()
     assert gov.ip_used() == 2270
 
 
+async def test_orders_weigh_nothing_on_the_ip_and_pass_when_other_processes_spent_the_minute() -> None:
+    """A stop-loss, a take-profit or a close must not wait a minute for weight it does not use."""
+    clock = Clock(1_800_000_000.0)
+    gov = governor(clock, limit_1m=2400, share=0.8, ip_headroom=0.95, max_wait_s=0)
+    ticket = await gov.acquire(5, "GET /fapi/v3/account")
+    gov.settle(ticket, 200, {"X-MBX-USED-WEIGHT-1M": "2390"})   # other replicas are past our IP cap (2280)
+    with pytest.raises(ResourceExhausted, match="budget spent"):
+        await gov.acquire(1, "GET /fapi/v1/openAlgoOrders")   # reads still wait for the next minute
+    for priority in Priority:
+        order = await gov.acquire(0, "POST /fapi/v1/algoOrder", priority=priority)
+        assert order.weight == 0
+    assert gov.ip_used() == 2390
+
+
 async def test_a_waiting_caller_is_served_in_the_next_minute_within_its_deadline() -> None:
     clock = Clock(1_800_000_000.0 + 58)   # 2 s to the next minute
 
