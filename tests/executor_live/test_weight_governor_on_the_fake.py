@@ -97,7 +97,7 @@ async def test_a_418_silences_the_host_until_the_ban_ends_and_raises_the_alarm(s
     banned_until = int((clock.now() + 300) * 1000)
     fake.fail_next("GET", "/fapi/v3/account", status=418, code=-1003,
                    msg=f"Way too many requests; IP(127.0.0.1) banned until {banned_until}.")
-    with pytest.raises(ResourceExhausted):
+    with pytest.raises(ResourceExhausted, match=r"IP ban \(418\)"):   # the gateway's CRITICAL EXCHANGE_BANNED
         await broker.account()
     assert setup.alarms and "banned" in setup.alarms[0]
     sent = fake.pool.requests

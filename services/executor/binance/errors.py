@@ -74,7 +74,10 @@ def translate_api_error(exc: BinanceAPIException, action: str) -> TradebotError:
     if status in (418, 429) or code in RATE_LIMIT_CODES:
         # Not executed (Binance refused it): a rejection, never an unknown outcome to look up.
         retry_after = _retry_after(exc)
-        return ResourceExhausted(f"Binance rate limit hit during {action} ({detail})", retry_after=retry_after)
+        # "IP ban": the gateway reports a ban as CRITICAL EXCHANGE_BANNED (every account behind the IP is blind),
+        # from the 418 itself as from the governor's refusals while the ban lasts.
+        what = "Binance IP ban (418)" if status == 418 else "Binance rate limit hit"
+        return ResourceExhausted(f"{what} during {action} ({detail})", retry_after=retry_after)
     if code in CREDENTIAL_CODES or status == 401:
         return FailedPrecondition(f"exchange rejected the API credentials during {action} ({detail})")
     if status >= 500 or code in UNKNOWN_STATUS_CODES:
