@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from decimal import Decimal
 
+from cryptography.fernet import Fernet
+
 from services.executor.brokers.base import EntryOrder
+from services.executor.brokers.factory import BrokerFactory
+from services.executor.connections import ExchangeConnection
+from services.executor.credentials import CredentialVault
+from services.executor.settings import ExecutorSettings
 from tests.executor_streams.conftest import SETTLE_S, StreamedAccount, until
+from tests.fakes.binance_futures import FakeBinanceFutures
 
 ACCOUNT = "/fapi/v3/account"
 ALGO_OPEN = "/fapi/v1/openAlgoOrders"
@@ -134,3 +142,34 @@ async def test_a_forgotten_account_closes_its_stream_and_is_never_trusted_again(
     assert not state.live and not streams.hub.is_live(account_id)
     assert [r for r in fake.requests if r.path == "/fapi/v1/listenKey" and r.method == "DELETE"]
     await streams.forget(account_id)   # idempotent
+
+
+async def test_a_connection_given_a_new_api_key_closes_the_old_accounts_stream(db) -> None:
+    """The user replaced the API key of a connection: the old account's stream must not live on through the
+    closed client (keepalives), and the new account comes up on its own stream."""
+    old_key, new_key = f"old{uuid.uuid4().hex}", f"new{uuid.uuid4().hex}"
+    async with FakeBinanceFutures(api_key=old_key, api_secret="old-secret") as fake:
+        fake.add_account(new_key, "new-secret", Decimal("5000"))
+        vault = CredentialVault([Fernet.generate_key().decode()])
+        settings = ExecutorSettings(
+            grpc_host="127.0.0.1", grpc_port=0, mongodb_uri="", mongodb_db="", credentials_keys=(),
+            binance_futures_url=fake.url, binance_futures_testnet_url=fake.url, binance_spot_url=fake.url,
+            paper_initial_balance=Decimal(0), paper_taker_fee=Decimal(0),
+            binance_futures_ws_url="ws" + fake.url.removeprefix("http"))
+        factory = BrokerFactory(db, vault, settings)
+
+        def connection(key: str, secret: str) -> ExchangeConnection:
+            return ExchangeConnection("c1", "u1", "live", vault.fernet.encrypt(key.encode()).decode(),
+                                      vault.fernet.encrypt(secret.encode()).decode())
+        try:
+            old = await factory.broker_for(connection(old_key, "old-secret"))
+            hub = old.streams.hub
+            await until(lambda: hub.is_live(old.shared.account_id))
+            new = await factory.broker_for(connection(new_key, "new-secret"))
+            assert new.shared.account_id != old.shared.account_id
+            await until(lambda: hub.is_live(new.shared.account_id))
+            assert not hub.is_live(old.shared.account_id)
+            deleted = [r for r in fake.requests if r.path == "/fapi/v1/listenKey" and r.method == "DELETE"]
+            assert len(deleted) == 1, "the old account's listenKey is closed, the new one's is not"
+        finally:
+            await factory.close()

@@ -78,34 +78,57 @@ class BrokerFactory:
                 # Sliding expiry: only a broker idle for the whole TTL is closed, never one in use.
                 cached.expires_at = time.monotonic() + LIVE_BROKER_TTL_SECONDS
                 return cached.broker
-            if cached is not None:
+            replaced = None
+            if cached is not None:   # the connection's keys were edited
                 self._live.pop(connection.id)
-                await _close_quietly(cached.broker)
-            if not connection.api_key_token or not connection.api_secret_token:
-                raise FailedPrecondition("exchange connection has no API key")
-            credentials = self._vault.decrypt_pair(connection.api_key_token, connection.api_secret_token)
+                replaced = cached.broker
+            broker: Broker | None = None
             try:
-                from services.executor.binance.broker import create_binance_broker
-            except ImportError:
-                raise FailedPrecondition("live trading not available") from None
-            futures_url = (
-                self._settings.binance_futures_url
-                if connection.mode == "live"
-                else self._settings.binance_futures_testnet_url
-            )
-            broker = await create_binance_broker(
-                api_key=credentials.api_key,
-                api_secret=credentials.api_secret,
-                futures_url=futures_url,
-                spot_url=self._settings.binance_spot_url,
-                settings=self._symbol_settings,
-            )
-            self._live[connection.id] = _CachedBroker(broker, fingerprint, time.monotonic() + LIVE_BROKER_TTL_SECONDS)
+                broker, futures_url = await self._new_live_broker(connection)
+                self._live[connection.id] = _CachedBroker(broker, fingerprint,
+                                                          time.monotonic() + LIVE_BROKER_TTL_SECONDS)
+            finally:
+                if replaced is not None:
+                    await self._retire(replaced, broker)
         if self._settings.user_streams:
             streams = self._streams_for(self._settings.ws_url_for(futures_url))
             broker.streams = streams
             await streams.watch(broker.rest)
         return broker
+
+    async def _new_live_broker(self, connection: ExchangeConnection) -> tuple[Broker, str]:
+        if not connection.api_key_token or not connection.api_secret_token:
+            raise FailedPrecondition("exchange connection has no API key")
+        credentials = self._vault.decrypt_pair(connection.api_key_token, connection.api_secret_token)
+        try:
+            from services.executor.binance.broker import create_binance_broker
+        except ImportError:
+            raise FailedPrecondition("live trading not available") from None
+        futures_url = (
+            self._settings.binance_futures_url
+            if connection.mode == "live"
+            else self._settings.binance_futures_testnet_url
+        )
+        broker = await create_binance_broker(
+            api_key=credentials.api_key,
+            api_secret=credentials.api_secret,
+            futures_url=futures_url,
+            spot_url=self._settings.binance_spot_url,
+            settings=self._symbol_settings,
+        )
+        return broker, futures_url
+
+    @staticmethod
+    async def _retire(replaced: Broker, successor: Broker | None) -> None:
+        """Close a broker whose connection's keys were edited. A new API key (or keys that no longer work) is
+        another account: its stream is closed first, while its client can still delete the listenKey; else the
+        keepalives would go on through a closed client. A new secret for the same key keeps the account, whose
+        stream the successor's watch() takes over."""
+        streams = getattr(replaced, "streams", None)
+        account = replaced.shared.account_id   # type: ignore[attr-defined]
+        if streams is not None and (successor is None or successor.shared.account_id != account):  # type: ignore[attr-defined]
+            await streams.forget(account)
+        await _close_quietly(replaced)
 
     def _streams_for(self, ws_root: str) -> AccountStreams:
         streams = self._streams.get(ws_root)
