@@ -73,6 +73,17 @@ async def test_a_stop_loss_fired_on_the_exchange_is_booked_from_its_events(strea
     assert fake.requests == []
 
 
+async def test_a_fill_inside_the_streams_start_margin_is_counted_by_a_later_read(streamed) -> None:
+    """Today's PnL before the stream's start comes from one userTrades read; the start lies a margin ahead. A
+    fill after that read but before the start is in neither sum unless the read is taken again later."""
+    fake, broker, state = streamed.fake, streamed.broker, streamed.state
+    since = fake.server_time_ms() - 60_000
+    state._fills_seen_since_ms = fake.server_time_ms() + 30_000   # as if the stream had just gone live
+    assert await broker.realized_pnl_since("BTCUSDT", since) == 0   # read now: no fill yet
+    await broker.open_position(entry())                              # filled before the stream's start
+    assert await broker.realized_pnl_since("BTCUSDT", since) == Decimal("-0.25")   # its fee, not lost
+
+
 async def test_a_disconnect_is_a_gap_then_that_account_alone_is_reconciled(streamed) -> None:
     fake, broker, state = streamed.fake, streamed.broker, streamed.state
     await opened_and_protected(streamed)

@@ -18,6 +18,7 @@ from decimal import Decimal
 from typing import Any
 
 from services.executor.binance.account import PnlBaseline
+from services.executor.binance.account_state import STREAM_START_MARGIN_MS
 from services.executor.binance.rest import AccountRest
 from services.executor.brokers.base import ClosedTradeRecord, PositionSide
 from services.executor.binance.records import close_reason, round_trips, trade_pnl
@@ -108,7 +109,11 @@ class History:
             known: PnlBaseline | None = self._shared.baselines.get(key)
             if known is not None and known.until_ms >= until_ms:
                 return known.pnl
+            # The stream's start carries a margin, so it can still be ahead: a read now knows only the fills up to
+            # now (less a margin for the clock). Kept as known that far, a fill between now and the stream's start is
+            # read again later instead of being counted by neither.
+            known_until = min(until_ms, self.server_now_ms() - STREAM_START_MARGIN_MS)
             rows = await self.user_trades(symbol, max(since_ms, until_ms - USER_TRADES_WINDOW_MS), until_ms - 1)
             pnl = sum((trade_pnl(row) for row in rows if since_ms <= int(row.get("time", 0)) < until_ms), Decimal(0))
-            self._shared.baselines[key] = PnlBaseline(since_ms, until_ms, pnl)
+            self._shared.baselines[key] = PnlBaseline(since_ms, known_until, pnl)
             return pnl
