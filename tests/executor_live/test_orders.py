@@ -9,6 +9,7 @@ import pytest
 
 from services.common.errors import FailedPrecondition, InvalidArgument, ResourceExhausted, Unavailable
 from services.executor.brokers.base import EntryOrder
+from services.executor.binance.account import HEDGE_MODE_BELIEVED_S
 from services.executor.binance.broker import BinanceFuturesBroker
 from tests.executor_live.conftest import Credentials, connect, set_request_timeout
 from tests.fakes.binance_futures import UNKNOWN_STATUS_MESSAGE, FakeBinanceFutures
@@ -95,6 +96,20 @@ async def test_hedge_mode_is_learnt_from_binances_refusal_without_a_weight_30_re
 
     assert fake.reads("/fapi/v1/positionSide/dual") == []   # never the weight-30 mode read
     assert len(fake.orders_sent("/fapi/v1/order")) == 1 and fake.position("BTCUSDT").amount == 0
+
+
+async def test_a_user_back_in_one_way_mode_trades_again_without_a_restart(
+    fake: FakeBinanceFutures, broker: BinanceFuturesBroker
+) -> None:
+    fake.default_account.dual_side = True
+    with pytest.raises(FailedPrecondition, match="hedge mode"):
+        await broker.open_position(entry())
+    fake.default_account.dual_side = False          # the user switched back to one-way mode
+    seen = broker.shared.hedge_mode_seen_at
+    assert seen is not None
+    broker.shared.clock = lambda: seen + HEDGE_MODE_BELIEVED_S + 1   # ten minutes later
+    await broker.open_position(entry(client_id="tb-after-switch"))
+    assert fake.position("BTCUSDT").amount > 0
 
 
 async def test_insufficient_margin_is_a_failed_precondition(fake: FakeBinanceFutures, broker: BinanceFuturesBroker) -> None:

@@ -58,6 +58,9 @@ class PnlBaseline:
     pnl: Decimal
 
 
+HEDGE_MODE_BELIEVED_S = 600.0
+
+
 @dataclass
 class AccountShared:
     account_id: str = ""
@@ -65,7 +68,10 @@ class AccountShared:
     rate_guard: OrderRateGuard = field(default_factory=OrderRateGuard)
     own_closes: _Bounded = field(default_factory=lambda: _Bounded(MAX_REMEMBERED_CLOSES))
     state: AccountState | None = None
-    hedge_mode: bool = False
+    # When Binance last said the account is in hedge mode (-4061, or hedge positions in a snapshot). It is
+    # believed for HEDGE_MODE_BELIEVED_S, then an order asks again: a user who switched back to one-way mode
+    # trades again without a restart.
+    hedge_mode_seen_at: float | None = None
     baselines: _Bounded = field(default_factory=lambda: _Bounded(MAX_REMEMBERED_BASELINES))
     baseline_locks: dict[str, asyncio.Lock] = field(default_factory=dict)
     _not_found: dict[str, float] = field(default_factory=dict)
@@ -73,6 +79,14 @@ class AccountShared:
     _own_orders: dict[str, tuple[float, set[str]]] = field(default_factory=dict)   # symbol -> (when, client ids)
     _account_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     _account_answer: tuple[float, Any, set[str]] | None = None
+
+    @property
+    def hedge_mode(self) -> bool:
+        return self.hedge_mode_seen_at is not None and self.clock() - self.hedge_mode_seen_at < HEDGE_MODE_BELIEVED_S
+
+    @hedge_mode.setter
+    def hedge_mode(self, seen: bool) -> None:
+        self.hedge_mode_seen_at = self.clock() if seen else None
 
     def live_state(self) -> AccountState | None:
         """The stream-kept state when it can be trusted (stream live and reconciled), else None: ask REST."""
