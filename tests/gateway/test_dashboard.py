@@ -292,3 +292,32 @@ async def test_with_mongodb_down_pages_answer_503_and_logins_fail_closed(mongo_d
             http.cookies.set("tb_login", "token")
             refused = await http.post("/dashboard/login", data={"login_csrf": "token", "password": PASSWORD})
             assert refused.status_code == 503 and "tb_session" not in refused.headers.get("set-cookie", "")
+
+
+async def test_broken_documents_show_as_what_they_are_and_never_break_a_page(dashboard):
+    """Documents the app or a person wrote badly: every view still answers, showing what can be shown."""
+    broken = ObjectId()
+    dashboard.db.botinstances.insert_many([
+        {"_id": broken, "botName": 42, "status": "ACTIVE", "config": "not an object", "statistics": [1],
+         "currentPosition": {"side": "LONG", "quantity": "lots", "entryPrice": float("nan"), "openTime": "yesterday"},
+         "lastRunAt": "never", "botId": "two"},
+        {"_id": ObjectId(), "status": "ACTIVE"},   # nearly empty
+    ])
+    dashboard.db.tradelogs.insert_many([
+        {"botInstanceId": broken, "logType": "ANALYSIS", "createdAt": datetime.now(UTC), "data": {"price": "NaN"}},
+        {"botInstanceId": broken, "logType": "ANALYSIS", "createdAt": datetime.now(UTC), "data": "junk"},
+        {"botInstanceId": broken, "logType": "TRADE", "action": "CLOSE_POSITION", "createdAt": datetime.now(UTC),
+         "data": {"realizedPnl": "x", "openingSignal": {"confidence": "high"}}},
+        {"botInstanceId": broken, "logType": "ERROR", "severity": "ERROR", "createdAt": datetime.now(UTC)},
+    ])
+    async with browser(dashboard) as http:
+        await logged_in_csrf(http)
+        for path in ("/dashboard", "/dashboard/bots", f"/dashboard/bots/{broken}", "/dashboard/accounts",
+                     "/dashboard/calibration"):
+            response = await http.get(path)
+            assert response.status_code == 200, path
+            assert not re.search(r'[\s"=,]nan[\s",]', response.text.lower()), f"a NaN drawn on {path}"
+        detail = (await http.get(f"/dashboard/api/bots/{broken}")).json()
+        assert detail["bot"]["botName"] == "42" and detail["bot"]["strategy"] == "unknown"
+        assert detail["signals"] == [] and detail["bot"]["position"]["entryPrice"] is None
+        assert (await http.get("/dashboard/api/calibration")).json()["unlinkedTrades"] == 1
