@@ -321,3 +321,23 @@ async def test_broken_documents_show_as_what_they_are_and_never_break_a_page(das
         assert detail["bot"]["botName"] == "42" and detail["bot"]["strategy"] == "unknown"
         assert detail["signals"] == [] and detail["bot"]["position"]["entryPrice"] is None
         assert (await http.get("/dashboard/api/calibration")).json()["unlinkedTrades"] == 1
+
+
+async def test_one_user_can_be_halted_and_resumed_without_touching_the_fleet(dashboard):
+    user = ObjectId()
+    dashboard.db.users.insert_one({"_id": user, "email": "trader@example.com"})
+    async with browser(dashboard) as http:
+        csrf = await logged_in_csrf(http)
+        for bad in ("not-an-id", str(ObjectId())):
+            refused = await http.post("/dashboard/halt", data={"csrf": csrf, "reason": "x", "user": bad, "confirm": "yes"})
+            assert refused.status_code == 400
+        asked = await http.post("/dashboard/halt", data={"csrf": csrf, "reason": "card dispute", "user": str(user)})
+        assert f"Halt trading for user {user}?" in asked.text and f'name="user" value="{user}"' in asked.text
+        await http.post("/dashboard/halt", data={"csrf": csrf, "reason": "card dispute", "user": str(user),
+                                                 "confirm": "yes"})
+        assert dashboard.db[CONTROLS].find_one({"_id": f"halt:user:{user}"})["reason"] == "card dispute"
+        assert dashboard.db[CONTROLS].find_one({"_id": FLEET_HALT_ID}) is None
+        fleet = (await http.get("/dashboard")).text
+        assert f"User {user} HALTED" in fleet and "TRADING: new entries allowed" in fleet
+        await http.post("/dashboard/resume", data={"csrf": csrf, "user": str(user), "confirm": "yes"})
+        assert dashboard.db[CONTROLS].find_one({"_id": f"halt:user:{user}"}) is None

@@ -130,12 +130,16 @@ def _controls(controls: Mapping[str, Any], csrf: str) -> str:
                   f'{e(breaker.get("reason"))}</p>')
     else:
         state += '<p id="breaker-state" class="trading">Circuit breaker closed</p>'
-    if controls["userHalts"]:
-        state += "<p>Users halted: " + ", ".join(f'{e(row["userId"])} ({e(row["reason"])})'
-                                                 for row in controls["userHalts"]) + "</p>"
+    for row in controls["userHalts"]:
+        state += (f'<form method="post" action="/dashboard/resume" class="control user-halt">'
+                  f'<input type="hidden" name="csrf" value="{e(csrf)}"><input type="hidden" name="user" '
+                  f'value="{e(row["userId"])}"><span class="halted">User {e(row["userId"])} HALTED since '
+                  f'{when(row["since"])} by {e(row["by"])}: {e(row["reason"])}</span>'
+                  f'<button type="submit">Resume this user…</button></form>')
     halt_form = f"""<form method="post" action="/dashboard/halt" class="control">
 <input type="hidden" name="csrf" value="{e(csrf)}"><label>Reason <input id="halt-reason" name="reason" required
- maxlength="500" placeholder="why trading stops"></label><label><input type="checkbox" name="flatten" value="yes">
+ maxlength="500" placeholder="why trading stops"></label><label>User <input id="halt-user" name="user" size="26"
+ placeholder="empty: the whole fleet"></label><label><input type="checkbox" name="flatten" value="yes">
  also close every open position</label><button id="halt-button" type="submit" class="danger">Halt trading…</button></form>"""
     resume_form = f"""<form method="post" action="/dashboard/resume" class="control">
 <input type="hidden" name="csrf" value="{e(csrf)}"><button id="resume-button" type="submit">Resume trading…</button>
@@ -143,30 +147,42 @@ def _controls(controls: Mapping[str, Any], csrf: str) -> str:
     return f'<div id="controls" class="panel"><h3>Trading controls</h3>{state}{halt_form}{resume_form}</div>'
 
 
-def confirm_halt(reason: str, flatten: bool, positions: int, csrf: str) -> str:
+def _scope(user: object | None) -> str:
+    return "the whole fleet" if user is None else f"user {e(user)}"
+
+
+def _user_field(user: object | None) -> str:
+    return "" if user is None else f'<input type="hidden" name="user" value="{e(user)}">'
+
+
+def confirm_halt(reason: str, flatten: bool, positions: int, csrf: str, user: object | None = None) -> str:
     flattening = (f"<p><strong>Every open position ({positions} of ACTIVE bots) will be closed</strong> with a "
                   "reduce-only market order in its bot's next cycle.</p>") if flatten else (
         f"<p>Open positions ({positions}) stay open, monitored and protected by their stop-loss and take-profit.</p>")
-    return _page("Confirm halt", f"""<section><h2>Halt trading for the whole fleet?</h2>
+    return _page("Confirm halt", f"""<section><h2>Halt trading for {_scope(user)}?</h2>
 <p>No bot opens a new position from its next cycle on, on every replica, until someone resumes.</p>{flattening}
 <p>Reason: <em id="confirm-reason">{e(reason)}</em></p>
 <form method="post" action="/dashboard/halt"><input type="hidden" name="csrf" value="{e(csrf)}">
 <input type="hidden" name="reason" value="{e(reason)}"><input type="hidden" name="confirm" value="yes">
-{'<input type="hidden" name="flatten" value="yes">' if flatten else ""}
+{'<input type="hidden" name="flatten" value="yes">' if flatten else ""}{_user_field(user)}
 <button id="confirm-halt" type="submit" class="danger">Yes, halt trading</button> <a href="/dashboard">Cancel</a>
 </form></section>""", csrf=csrf)
 
 
-def confirm_resume(controls: Mapping[str, Any], csrf: str) -> str:
+def confirm_resume(controls: Mapping[str, Any], csrf: str, user: object | None = None) -> str:
     lifts = []
-    if controls["halted"]:
-        lifts.append(f"the fleet halt ({e(controls['fleetHalt']['reason'])})")
-    if controls["circuitBreaker"].get("open"):
-        lifts.append(f"the open circuit breaker ({e(controls['circuitBreaker'].get('reason'))})")
-    what = " and ".join(lifts) if lifts else "nothing: trading is not halted and the breaker is closed"
+    if user is not None:
+        lifts += [f"the halt of user {e(user)} ({e(row['reason'])})" for row in controls["userHalts"]
+                  if row["userId"] == str(user)]
+    else:
+        if controls["halted"]:
+            lifts.append(f"the fleet halt ({e(controls['fleetHalt']['reason'])})")
+        if controls["circuitBreaker"].get("open"):
+            lifts.append(f"the open circuit breaker ({e(controls['circuitBreaker'].get('reason'))})")
+    what = " and ".join(lifts) if lifts else f"nothing: {_scope(user)} is not halted"
     return _page("Confirm resume", f"""<section><h2>Resume trading?</h2><p>This lifts {what}. Bots may open new
 positions from their next cycle on.</p><form method="post" action="/dashboard/resume">
-<input type="hidden" name="csrf" value="{e(csrf)}"><input type="hidden" name="confirm" value="yes">
+<input type="hidden" name="csrf" value="{e(csrf)}"><input type="hidden" name="confirm" value="yes">{_user_field(user)}
 <button id="confirm-resume" type="submit">Yes, resume trading</button> <a href="/dashboard">Cancel</a></form>
 </section>""", csrf=csrf)
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from bson import ObjectId
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import PyMongoError
 from starlette.requests import Request
@@ -304,26 +305,46 @@ def _operator(request: Request) -> str:
     return f"dashboard ({_client(request)})"
 
 
+async def _scope(db: AsyncDatabase[dict[str, Any]], form: dict[str, str]) -> ObjectId | None | str:
+    """The halt's scope: None for the fleet, a user's id, or the reason the given user cannot be one."""
+    text = form.get("user", "").strip()
+    if not text:
+        return None
+    user = reads.object_id(text)
+    if user is None:
+        return f"{text!r} is not a user id (24 hex characters)"
+    if await db.users.find_one({"_id": user}, {"_id": 1}) is None:
+        return f"no user {user}"
+    return user
+
+
 async def halt_action(request: Request, session: Session, form: dict[str, str]) -> Response:
     db = _dashboard(request).db
     reason, flatten = form.get("reason", ""), form.get("flatten") == "yes"
+    user = await _scope(db, form)
+    if isinstance(user, str):
+        return html(pages.message("Not halted", user, session.csrf), 400)
     if form.get("confirm") != "yes":   # the first click only asks
-        positions = await db.botinstances.count_documents({**reads.OPEN_POSITION, "status": "ACTIVE"})
-        return html(pages.confirm_halt(" ".join(reason.split()), flatten, positions, session.csrf))
+        scope = {**reads.OPEN_POSITION, "status": "ACTIVE", **({} if user is None else {"userId": user})}
+        positions = await db.botinstances.count_documents(scope)
+        return html(pages.confirm_halt(" ".join(reason.split()), flatten, positions, session.csrf, user))
     try:
-        plan = await halt(db, user=None, reason=reason, by=_operator(request), flatten=flatten, now=datetime.now(UTC))
+        plan = await halt(db, user=user, reason=reason, by=_operator(request), flatten=flatten, now=datetime.now(UTC))
     except InvalidControlRequest as error:
         return html(pages.message("Not halted", str(error), session.csrf), 400)
     log.warning("trading halted from the dashboard", extra={"reason": plan.document["reason"], "flatten": plan.flatten,
-                                                            "client": _client(request)})
+                                                            "scope": plan.document["scope"], "client": _client(request)})
     return _redirect("/dashboard")
 
 
 async def resume_action(request: Request, session: Session, form: dict[str, str]) -> Response:
     db = _dashboard(request).db
+    user = await _scope(db, form)
+    if isinstance(user, str):
+        return html(pages.message("Not resumed", user, session.csrf), 400)
     if form.get("confirm") != "yes":
-        return html(pages.confirm_resume(await reads.trading_controls(db, datetime.now(UTC)), session.csrf))
-    lifted = await resume(db, user=None, by=_operator(request), now=datetime.now(UTC))
+        return html(pages.confirm_resume(await reads.trading_controls(db, datetime.now(UTC)), session.csrf, user))
+    lifted = await resume(db, user=user, by=_operator(request), now=datetime.now(UTC))
     log.warning("trading resumed from the dashboard", extra={"lifted": [item.what for item in lifted],
                                                              "client": _client(request)})
     return _redirect("/dashboard")
