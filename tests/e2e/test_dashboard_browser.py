@@ -20,6 +20,7 @@ import httpx
 import pytest
 from pymongo import MongoClient
 from selenium import webdriver
+from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
@@ -113,18 +114,33 @@ def shoot(driver: WebDriver, stack: Stack, name: str) -> None:
     driver.set_window_size(1360, 1000)
 
 
+def loaded(driver: WebDriver) -> None:
+    WebDriverWait(driver, 10).until(lambda d: d.execute_script("return document.readyState") == "complete")
+
+
 def click_and_load(driver: WebDriver, element: WebElement) -> None:
-    """Click something that loads a page, and wait until the old page is gone (else finds see the old one)."""
+    """Click something that loads a page, and wait until the old page is gone and the new one has loaded
+    (else finds see the old page, or a node of a document about to be replaced)."""
     page = driver.find_element(By.TAG_NAME, "html")
     element.click()
     WebDriverWait(driver, 10).until(staleness_of(page))
+    loaded(driver)
 
 
 def log_in(driver: WebDriver, password: str) -> None:
-    field = driver.find_element(By.ID, "password")
-    field.clear()
-    field.send_keys(password)
-    click_and_load(driver, driver.find_element(By.ID, "login-button"))
+    loaded(driver)
+    for attempt in range(3):
+        try:
+            field = driver.find_element(By.ID, "password")
+            field.clear()
+            field.send_keys(password)
+            click_and_load(driver, driver.find_element(By.ID, "login-button"))
+            return
+        except (StaleElementReferenceException, WebDriverException):
+            # Chrome occasionally swaps the document under a just-found node ("does not belong to the
+            # document"): nothing was submitted, find the form again.
+            if attempt == 2:
+                raise
 
 
 def test_login_form_refuses_a_wrong_password_and_opens_the_fleet_view(stack: Stack, browser: WebDriver):
