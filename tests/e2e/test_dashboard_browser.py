@@ -24,8 +24,6 @@ from selenium.common.exceptions import StaleElementReferenceException, WebDriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
-from selenium.webdriver.remote.webelement import WebElement
-from selenium.webdriver.support.expected_conditions import staleness_of
 from selenium.webdriver.support.select import Select
 from selenium.webdriver.support.wait import WebDriverWait
 
@@ -34,6 +32,7 @@ from services.devstack.processes import ChildProcess, free_port, python_module
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 
+CLICK_ATTEMPTS = 3
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
 
@@ -96,7 +95,12 @@ def browser() -> Iterator[WebDriver]:
     os.environ["SE_OFFLINE"] = "true"   # selenium must not try to download a browser or a driver
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
-    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
+    # No password manager: its save-password and leak-check flows act on the login page behind our back.
+    options.add_experimental_option("prefs", {"credentials_enable_service": False,
+                                              "profile.password_manager_enabled": False,
+                                              "profile.password_manager_leak_detection": False})
+    for argument in ("--disable-features=PasswordLeakDetection,PasswordManagerOnboarding",
+                     "--disable-save-password-bubble", "--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
                      "--window-size=1360,1000", "--lang=en"):
         options.add_argument(argument)
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
@@ -114,33 +118,60 @@ def shoot(driver: WebDriver, stack: Stack, name: str) -> None:
     driver.set_window_size(1360, 1000)
 
 
+def _out_of_sync(error: Exception) -> bool:
+    """Chrome 156's driver now and then hands out nodes of a document its DOM agent has not caught up with
+    ("Node with given id does not belong to the document") for a moment after a page loads."""
+    return isinstance(error, StaleElementReferenceException) or "does not belong to the document" in str(error)
+
+
 def loaded(driver: WebDriver) -> None:
-    WebDriverWait(driver, 10).until(lambda d: d.execute_script("return document.readyState") == "complete")
+    """The page has loaded and the driver's view of it is in step: a node found now can be used."""
+    def ready(current: WebDriver) -> bool:
+        if current.execute_script("return document.readyState") != "complete":
+            return False
+        try:
+            current.find_element(By.TAG_NAME, "body").is_displayed()
+        except WebDriverException as error:
+            if _out_of_sync(error):
+                return False
+            raise
+        return True
+    WebDriverWait(driver, 15, poll_frequency=0.1).until(ready)
 
 
-def click_and_load(driver: WebDriver, element: WebElement) -> None:
-    """Click something that loads a page, and wait until the old page is gone and the new one has loaded
-    (else finds see the old page, or a node of a document about to be replaced)."""
-    page = driver.find_element(By.TAG_NAME, "html")
-    element.click()
-    WebDriverWait(driver, 10).until(staleness_of(page))
+def click_and_load(driver: WebDriver, by: str, value: str) -> None:
+    """Click what ``(by, value)`` finds, a link or button that loads a page, and wait until the old page is gone
+    and the new one has loaded and is in step (else finds see the old page, or nodes the driver cannot use)."""
     loaded(driver)
+    for attempt in range(CLICK_ATTEMPTS):
+        page = driver.find_element(By.TAG_NAME, "html")
+        try:
+            driver.find_element(by, value).click()
+        except WebDriverException as error:
+            if attempt == CLICK_ATTEMPTS - 1 or not _out_of_sync(error):
+                raise
+            loaded(driver)   # the click did not happen: find the node again once in step
+            continue
+
+        def gone(_: WebDriver) -> bool:
+            try:
+                page.is_enabled()
+            except WebDriverException as error:
+                if _out_of_sync(error):
+                    return True
+                raise
+            return False
+        WebDriverWait(driver, 10, poll_frequency=0.1).until(gone)
+        loaded(driver)
+        return
 
 
 def log_in(driver: WebDriver, password: str) -> None:
     loaded(driver)
-    for attempt in range(3):
-        try:
-            field = driver.find_element(By.ID, "password")
-            field.clear()
-            field.send_keys(password)
-            click_and_load(driver, driver.find_element(By.ID, "login-button"))
-            return
-        except (StaleElementReferenceException, WebDriverException):
-            # Chrome occasionally swaps the document under a just-found node ("does not belong to the
-            # document"): nothing was submitted, find the form again.
-            if attempt == 2:
-                raise
+    field = driver.find_element(By.ID, "password")
+    field.clear()
+    field.send_keys(password)
+    click_and_load(driver, By.ID, "login-button")
 
 
 def test_login_form_refuses_a_wrong_password_and_opens_the_fleet_view(stack: Stack, browser: WebDriver):
@@ -162,23 +193,23 @@ def test_login_form_refuses_a_wrong_password_and_opens_the_fleet_view(stack: Sta
 
 
 def test_every_view_opens_and_the_bots_table_filters(stack: Stack, browser: WebDriver):
-    click_and_load(browser, browser.find_element(By.LINK_TEXT, "Bots"))
+    click_and_load(browser, By.LINK_TEXT, "Bots")
     rows = browser.find_elements(By.CSS_SELECTOR, "#bots-table tbody tr")
     assert len(rows) == 4
     Select(browser.find_element(By.ID, "filter-strategy")).select_by_value("2")
-    click_and_load(browser, browser.find_element(By.ID, "filter-button"))
+    click_and_load(browser, By.ID, "filter-button")
     rows = browser.find_elements(By.CSS_SELECTOR, "#bots-table tbody tr")
     assert len(rows) == 1 and "Safe Trader" in rows[0].text
     shoot(browser, stack, "bots")
     Select(browser.find_element(By.ID, "filter-strategy")).select_by_value("1")
-    click_and_load(browser, browser.find_element(By.ID, "filter-button"))
-    click_and_load(browser, browser.find_element(By.LINK_TEXT, "Bitcoin Pro"))
+    click_and_load(browser, By.ID, "filter-button")
+    click_and_load(browser, By.LINK_TEXT, "Bitcoin Pro")
     page = browser.find_element(By.ID, "bot-page")
     assert "Bitcoin Pro" in page.find_element(By.TAG_NAME, "h2").text
     assert browser.find_elements(By.CSS_SELECTOR, "#bot-page svg.chart polyline"), "the price chart is drawn"
     assert len(browser.find_elements(By.CSS_SELECTOR, "#signals tbody tr")) >= 4
     shoot(browser, stack, "bot")
-    click_and_load(browser, browser.find_element(By.LINK_TEXT, "Accounts"))
+    click_and_load(browser, By.LINK_TEXT, "Accounts")
     positions = browser.find_elements(By.CSS_SELECTOR, "#positions tbody tr")
     # The simulated prices are a function of the time of day: how many bots hold a position varies.
     with MongoClient(stack.mongo_uri) as client:
@@ -189,18 +220,18 @@ def test_every_view_opens_and_the_bots_table_filters(stack: Stack, browser: WebD
     else:
         assert len(positions) == 1 and "No open position" in positions[0].text
     shoot(browser, stack, "accounts")
-    click_and_load(browser, browser.find_element(By.LINK_TEXT, "Calibration"))
+    click_and_load(browser, By.LINK_TEXT, "Calibration")
     assert browser.find_element(By.ID, "calibration").is_displayed()
 
 
 def test_halt_and_resume_from_the_browser_stop_and_restore_entries(stack: Stack, browser: WebDriver):
-    click_and_load(browser, browser.find_element(By.LINK_TEXT, "Fleet"))
+    click_and_load(browser, By.LINK_TEXT, "Fleet")
     browser.find_element(By.ID, "halt-reason").send_keys("exchange incident drill")
-    click_and_load(browser, browser.find_element(By.ID, "halt-button"))
+    click_and_load(browser, By.ID, "halt-button")
     assert "exchange incident drill" in browser.find_element(By.ID, "confirm-reason").text
     assert stack.controls() is None, "the first click only asks"
     shoot(browser, stack, "halt-confirm")
-    click_and_load(browser, browser.find_element(By.ID, "confirm-halt"))
+    click_and_load(browser, By.ID, "confirm-halt")
     assert "HALTED" in browser.find_element(By.ID, "halt-state").text
     halt = stack.controls()
     assert halt is not None and halt["reason"] == "exchange incident drill" and halt["by"] == "dashboard (127.0.0.1)"
@@ -210,8 +241,8 @@ def test_halt_and_resume_from_the_browser_stop_and_restore_entries(stack: Stack,
     browser.refresh()
     assert any(alert.text.startswith("TradingHalted") for alert in browser.find_elements(By.CSS_SELECTOR, "#alerts td"))
     shoot(browser, stack, "halted")
-    click_and_load(browser, browser.find_element(By.ID, "resume-button"))
-    click_and_load(browser, browser.find_element(By.ID, "confirm-resume"))
+    click_and_load(browser, By.ID, "resume-button")
+    click_and_load(browser, By.ID, "confirm-resume")
     assert "TRADING" in browser.find_element(By.ID, "halt-state").text
     assert stack.controls() is None
     assert all(result["status"] == "success" for result in stack.tick()["results"])
@@ -219,7 +250,7 @@ def test_halt_and_resume_from_the_browser_stop_and_restore_entries(stack: Stack,
 
 def test_after_logout_the_old_cookie_a_forged_one_and_a_form_without_csrf_are_refused(stack: Stack, browser: WebDriver):
     old = browser.get_cookie("tb_session")["value"]
-    click_and_load(browser, browser.find_element(By.ID, "logout"))
+    click_and_load(browser, By.ID, "logout")
     assert browser.find_element(By.ID, "login-form").is_displayed()
     assert browser.get_cookie("tb_session") is None
     for token in (old, "forged" + old[6:]):
