@@ -17,8 +17,10 @@ open positions included, so the rules are strict:
   of accounts at most ``bring_up_share`` (``Priority``), so a tick's reads,
   entries and protective orders always find room;
 * after a 429 nothing is sent to the host until its Retry-After has passed;
-  after a 418 nothing until the ban ends, with a CRITICAL log, a metric and the
-  ``alarm`` callback (the executor sends a webhook).
+  after a 418 nothing until the ban ends, with a CRITICAL log and a metric (the
+  ``BinanceIpBanned`` alert). Refusals during the ban say ``IP_BAN_WORDS``, as the
+  executor's translation of the 418 itself does: the gateway reports those words
+  as CRITICAL EXCHANGE_BANNED. ``alarm`` is an optional hook; no service sets it.
 
 Minutes follow the exchange's clock (local time plus the measured offset).
 """
@@ -49,6 +51,7 @@ MINUTE_S = 60.0
 BOUNDARY_MARGIN_S = 0.25     # wait a little past the minute: our clock and Binance's differ by a few ms
 DEFAULT_MAX_WAIT_S = 10.0    # a caller without a deadline waits at most this long
 _BANNED_UNTIL = re.compile(r"banned until (\d{12,14})")
+IP_BAN_WORDS = "IP ban (418)"   # in every refusal during a ban: the gateway reports it CRITICAL EXCHANGE_BANNED
 
 # The monotonic instant by which the current caller needs its answer (set by the gRPC servicers).
 deadline_var: ContextVar[float | None] = ContextVar("binance_deadline", default=None)
@@ -240,7 +243,7 @@ class WeightGovernor:
             self._ban_count += 1
             metrics.RATE_LIMIT_EVENTS_TOTAL.labels(status="418").inc()
             seconds = _retry_after(headers, message, default=120.0, now=self._server_now())
-            self._pause(seconds, f"an IP ban (418) on {ticket.what}")
+            self._pause(seconds, f"an {IP_BAN_WORDS} on {ticket.what}")
             log.critical("Binance banned this IP (418); sending nothing until the ban ends",
                          extra={"request": ticket.what, "banSeconds": round(seconds, 1)})
             if self.alarm is not None:

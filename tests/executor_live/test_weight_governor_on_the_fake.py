@@ -14,7 +14,7 @@ import pytest
 
 from services.common.errors import ResourceExhausted
 from services.common.server_clock import server_clock
-from services.common.weight_governor import GovernorSettings, WeightGovernor, governor_for
+from services.common.weight_governor import GovernorSettings, WeightGovernor, caller_deadline, governor_for
 from services.executor.binance.broker import BinanceFuturesBroker, create_binance_broker
 from services.executor.brokers.base import EntryOrder
 from tests.fakes.binance_futures import FakeBinanceFutures
@@ -53,8 +53,8 @@ async def setup() -> AsyncIterator[Setup]:
             await broker.close()
 
 
-def entry(client_id: str = "tb-gov-E") -> EntryOrder:
-    return EntryOrder("BTCUSDT", "LONG", Decimal("0.010"), client_id, Decimal("50000"))
+def entry(client_id: str = "tb-gov-E", *, first_attempt: bool = False) -> EntryOrder:
+    return EntryOrder("BTCUSDT", "LONG", Decimal("0.010"), client_id, Decimal("50000"), first_attempt=first_attempt)
 
 
 async def test_the_exchanges_header_is_seen_and_nothing_is_sent_past_the_limit(setup: Setup) -> None:
@@ -66,6 +66,29 @@ async def test_the_exchanges_header_is_seen_and_nothing_is_sent_past_the_limit(s
     with pytest.raises(ResourceExhausted, match="weight budget spent"):
         await broker.position("BTCUSDT")    # another 5 would pass 95 % of 2,400: not sent
     assert fake.pool.requests == sent and fake.pool.answered_429 == 0
+
+
+async def test_an_entry_and_its_stop_go_out_at_once_when_other_processes_spent_the_ips_minute(setup: Setup) -> None:
+    """Orders weigh 0 on the IP: with the minute spent by other processes, an entry, its stop-loss and its
+    take-profit go out at once. The reads that only inform them (the fill's fee, the stops already working)
+    are skipped rather than waited for: a stop must not wait up to a minute for the next one."""
+    fake, broker, governor = setup.fake, setup.broker, setup.governor
+    await broker.account()
+    fake.pool.other_clients_weight = 2300   # past our plan for the IP (95 % of 2,400), short of Binance's limit
+    await broker.position("BTCUSDT")        # its answer's header tells the governor
+    assert not governor.has_room(1) and governor.has_room(0)
+
+    async def no_waiting(seconds: float) -> None:
+        raise AssertionError(f"a request waited {seconds:.0f} s for weight before the stop-loss")
+
+    governor._sleep = no_waiting   # a wait would fail the test rather than pass the minute
+    with caller_deadline(time.monotonic() + 60, margin_s=0):   # a protected entry's deadline: waits would fit
+        fill = await broker.open_position(entry(first_attempt=True))
+        protection = await broker.protect("BTCUSDT", "LONG", Decimal("49000"), Decimal("52000"),
+                                          "tb-gov-SL", "tb-gov-TP")
+    assert fill.quantity == Decimal("0.010") and fake.position("BTCUSDT").amount == Decimal("0.010")
+    assert (protection.stop_loss_id, protection.take_profit_id) == ("tb-gov-SL", "tb-gov-TP")
+    assert fake.pool.answered_429 == 0
 
 
 async def test_after_a_429_nothing_reaches_binance_until_its_retry_after(setup: Setup) -> None:

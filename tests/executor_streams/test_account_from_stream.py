@@ -6,14 +6,20 @@ import asyncio
 import uuid
 from decimal import Decimal
 
+import pytest
 from cryptography.fernet import Fernet
+from pymongo.asynchronous.database import AsyncDatabase
 
-from services.executor.brokers.base import EntryOrder
+from services.common.errors import ResourceExhausted
+from services.executor.binance.bring_up import AccountStreams
+from services.executor.binance.user_stream import UserStreamHub
+from services.executor.brokers.base import AccountNotReady, EntryOrder
 from services.executor.brokers.factory import BrokerFactory
 from services.executor.connections import ExchangeConnection
 from services.executor.credentials import CredentialVault
+from services.executor.exchange_failures import exchange_failure
 from services.executor.settings import ExecutorSettings
-from tests.executor_streams.conftest import SETTLE_S, StreamedAccount, until
+from tests.executor_streams.conftest import SETTLE_S, StreamedAccount, stream_broker, until
 from tests.fakes.binance_futures import FakeBinanceFutures
 
 ACCOUNT = "/fapi/v3/account"
@@ -155,23 +161,31 @@ async def test_a_forgotten_account_closes_its_stream_and_is_never_trusted_again(
     await streams.forget(account_id)   # idempotent
 
 
+class _Connections:
+    """A broker factory with user-data streams against the fake, and connection ``c1`` with any keys."""
+
+    def __init__(self, db: AsyncDatabase, fake: FakeBinanceFutures) -> None:
+        self.vault = CredentialVault([Fernet.generate_key().decode()])
+        settings = ExecutorSettings(
+            grpc_host="127.0.0.1", grpc_port=0, mongodb_uri="", mongodb_db="", credentials_keys=(),
+            binance_futures_url=fake.url, binance_futures_testnet_url=fake.url, binance_spot_url=fake.url,
+            paper_initial_balance=Decimal(0), paper_taker_fee=Decimal(0),
+            binance_futures_ws_url="ws" + fake.url.removeprefix("http"))
+        self.factory = BrokerFactory(db, self.vault, settings)
+
+    def connection(self, key: str, secret: str) -> ExchangeConnection:
+        return ExchangeConnection("c1", "u1", "live", self.vault.fernet.encrypt(key.encode()).decode(),
+                                  self.vault.fernet.encrypt(secret.encode()).decode())
+
+
 async def test_a_connection_given_a_new_api_key_closes_the_old_accounts_stream(db) -> None:
     """The user replaced the API key of a connection: the old account's stream must not live on through the
     closed client (keepalives), and the new account comes up on its own stream."""
     old_key, new_key = f"old{uuid.uuid4().hex}", f"new{uuid.uuid4().hex}"
     async with FakeBinanceFutures(api_key=old_key, api_secret="old-secret") as fake:
         fake.add_account(new_key, "new-secret", Decimal("5000"))
-        vault = CredentialVault([Fernet.generate_key().decode()])
-        settings = ExecutorSettings(
-            grpc_host="127.0.0.1", grpc_port=0, mongodb_uri="", mongodb_db="", credentials_keys=(),
-            binance_futures_url=fake.url, binance_futures_testnet_url=fake.url, binance_spot_url=fake.url,
-            paper_initial_balance=Decimal(0), paper_taker_fee=Decimal(0),
-            binance_futures_ws_url="ws" + fake.url.removeprefix("http"))
-        factory = BrokerFactory(db, vault, settings)
-
-        def connection(key: str, secret: str) -> ExchangeConnection:
-            return ExchangeConnection("c1", "u1", "live", vault.fernet.encrypt(key.encode()).decode(),
-                                      vault.fernet.encrypt(secret.encode()).decode())
+        connections = _Connections(db, fake)
+        factory, connection = connections.factory, connections.connection
         try:
             old = await factory.broker_for(connection(old_key, "old-secret"))
             hub = old.streams.hub
@@ -184,3 +198,51 @@ async def test_a_connection_given_a_new_api_key_closes_the_old_accounts_stream(d
             assert len(deleted) == 1, "the old account's listenKey is closed, the new one's is not"
         finally:
             await factory.close()
+
+
+async def test_a_connection_given_a_new_secret_keeps_its_accounts_stream_on_the_new_client(db) -> None:
+    """The same API key with a new secret is the same account: its stream stays up (no new listenKey, none
+    deleted) and its keepalives go through the new broker's client, not the closed one."""
+    key = f"key{uuid.uuid4().hex}"
+    async with FakeBinanceFutures(api_key=key, api_secret="old-secret") as fake:
+        connections = _Connections(db, fake)
+        factory = connections.factory
+        try:
+            old = await factory.broker_for(connections.connection(key, "old-secret"))
+            hub, account_id = old.streams.hub, old.shared.account_id
+            await until(lambda: hub.is_live(account_id))
+            fake.accounts[key].api_secret = "new-secret"   # the user rotated the secret on Binance
+            new = await factory.broker_for(connections.connection(key, "new-secret"))
+            assert new is not old and new.shared.account_id == account_id and hub.is_live(account_id)
+            stream = hub._accounts[account_id]   # what the keepalive loop will use
+            await stream.keys.keepalive(stream.key)   # through the closed client this would raise
+            listen_keys = [r.method for r in fake.requests if r.path == "/fapi/v1/listenKey"]
+            assert listen_keys == ["POST", "PUT"]
+        finally:
+            await factory.close()
+
+
+async def test_an_ip_ban_met_while_the_account_is_brought_up_is_reported_as_a_ban() -> None:
+    """A 418 blinds every account behind the IP: a cycle whose account is still being brought up fails with the
+    ban (the gateway logs it CRITICAL EXCHANGE_BANNED, the breaker counts it), from the 418 itself on, rather
+    than reporting a WARNING wait for its bring-up."""
+    api_key, api_secret = f"key{uuid.uuid4().hex}", f"secret{uuid.uuid4().hex}"
+    async with FakeBinanceFutures(api_key=api_key, api_secret=api_secret) as fake:
+        banned_until = fake.server_time_ms() + 300_000
+        fake.fail_next("GET", ACCOUNT, status=418, code=-1003,
+                       msg=f"Way too many requests; IP(127.0.0.1) banned until {banned_until}.")
+        hub = UserStreamHub("ws" + fake.url.removeprefix("http"))
+        streams = AccountStreams(hub)
+        broker = await stream_broker(fake, api_key, api_secret, hub, streams)
+        try:
+            await until(lambda: hub.is_live(broker.shared.account_id))   # its snapshot is all it still needs
+            for _ in range(2):   # the 418 (met by this cycle or the bring-up worker), then the governor's refusal
+                with pytest.raises(ResourceExhausted) as refused:
+                    await broker.account()
+                assert not isinstance(refused.value, AccountNotReady)
+                assert "IP ban (418)" in refused.value.message
+                assert exchange_failure(refused.value) == "ip_banned"
+            assert len(fake.reads(ACCOUNT)) == 1   # nothing sent during the ban
+        finally:
+            await streams.close()
+            await broker.close()

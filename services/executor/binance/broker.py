@@ -116,7 +116,8 @@ class BinanceFuturesBroker:
     async def _bringing_up(self) -> AsyncIterator[None]:
         """With streams on, an account not reconciled yet is being brought up: its reads wait at most
         ``BRING_UP_WAIT_S`` for weight, else ``AccountNotReady`` (the background bring-up takes the
-        snapshot, spread over the budget, and the cycle defers) rather than holding the tick for a minute.
+        snapshot, spread over the budget, and the cycle defers) rather than holding the tick for a minute;
+        an IP ban (418) is raised as it is.
         Its snapshot is bring-up work for the governor too: after a restart, thousands of first cycles must
         not take the room that the entries of accounts already up need (today's PnL, orders)."""
         if self.streams is None:
@@ -128,6 +129,11 @@ class BinanceFuturesBroker:
                 yield
         except ResourceExhausted as error:
             self.streams.schedule(self._shared.account_id)
+            if errs.is_ip_ban(error):
+                # Not a wait for weight but the exchange's ban, blinding every account behind the IP: the cycle
+                # fails with it as any cycle does during the ban (CRITICAL EXCHANGE_BANNED at the gateway,
+                # evidence for the circuit breaker), not as a WARNING wait for this account's bring-up.
+                raise
             raise AccountNotReady(f"account being brought up, its snapshot waits for exchange weight "
                                   f"({self.streams.queued()} accounts queued): {error.message}",
                                   retry_after=error.retry_after) from None

@@ -25,6 +25,7 @@ from services.common.errors import (
     Unavailable,
 )
 from services.common.jsonlog import redact
+from services.common.weight_governor import IP_BAN_WORDS
 
 TIMESTAMP_OUTSIDE_RECV_WINDOW = -1021
 DUPLICATE_CLIENT_ID = -4116
@@ -62,6 +63,12 @@ def hedge_mode_error(action: str) -> PositionModeMismatch:
     return PositionModeMismatch(f"{HEDGE_MODE_ADVICE} ({action} not sent)")
 
 
+def is_ip_ban(error: BaseException) -> bool:
+    """Binance's 418 as translated below, or the weight governor's refusal while the ban lasts ("an IP ban (418)
+    on ..."): the words the gateway reports as CRITICAL EXCHANGE_BANNED."""
+    return isinstance(error, ResourceExhausted) and IP_BAN_WORDS in error.message
+
+
 def describe(exc: BinanceAPIException) -> str:
     return redact(f"code {exc.code}: {exc.message}")
 
@@ -76,7 +83,7 @@ def translate_api_error(exc: BinanceAPIException, action: str) -> TradebotError:
         retry_after = _retry_after(exc)
         # "IP ban": the gateway reports a ban as CRITICAL EXCHANGE_BANNED (every account behind the IP is blind),
         # from the 418 itself as from the governor's refusals while the ban lasts.
-        what = "Binance IP ban (418)" if status == 418 else "Binance rate limit hit"
+        what = f"Binance {IP_BAN_WORDS}" if status == 418 else "Binance rate limit hit"
         return ResourceExhausted(f"{what} during {action} ({detail})", retry_after=retry_after)
     if code in CREDENTIAL_CODES or status == 401:
         return FailedPrecondition(f"exchange rejected the API credentials during {action} ({detail})")

@@ -9,7 +9,8 @@
   (-4116) returns the order already there. A 429 or 418 is a refusal (not
   executed) and is not looked up.
 * The fill's fee comes from the stream's trade events when they arrive within
-  ``stream_wait_s``, else from ``userTrades`` (weight 5).
+  ``stream_wait_s``, else from ``userTrades`` (weight 5) if the weight is there
+  now, else it is recorded as 0: the entry's stop-loss waits for none of it.
 
 Quantities arrive already rounded to the symbol's filters.
 """
@@ -25,6 +26,7 @@ from typing import Any
 
 from services.common.decimals import format_decimal
 from services.common.errors import FailedPrecondition, InvalidArgument, TradebotError, Unavailable
+from services.common.weight_governor import waiting_at_most
 from services.executor.binance import errors as errs
 from services.executor.binance.records import dec, fill_from_order, usdt_fee
 from services.executor.binance.account_state import reported_within
@@ -189,8 +191,11 @@ class Orders:
                 return usdt_fee(fills())
         client = self._rest.client
         try:
-            trades = await self._rest.read(f"fee lookup for {order.get('clientOrderId')}",
-                                           lambda: client.futures_account_trades(symbol=symbol, orderId=order_id))
+            # Only the weight there is now: an entry's stop-loss is placed after this read, and the fee is
+            # worth no wait for the next minute (``closed_trade`` books the real one).
+            with waiting_at_most(0.0):
+                trades = await self._rest.read(f"fee lookup for {order.get('clientOrderId')}",
+                                               lambda: client.futures_account_trades(symbol=symbol, orderId=order_id))
             return usdt_fee(trades or [])
         except TradebotError as exc:
             logger.warning("fee of order %s on %s unknown (%s); recorded as 0",

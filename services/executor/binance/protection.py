@@ -16,6 +16,7 @@ from typing import Any
 
 from services.common.decimals import format_decimal
 from services.common.errors import FailedPrecondition, TradebotError, Unavailable
+from services.common.weight_governor import waiting_at_most
 from services.executor.binance import errors as errs
 from services.executor.binance.orders import check_client_id, exit_side
 from services.executor.binance.rest import AccountRest
@@ -54,7 +55,10 @@ class Protection:
         check_client_id(take_profit_client_id)
         try:
             # Only our own ids matter here, and an earlier attempt's orders are long reported: the stream will do.
-            working = {o.get("clientAlgoId"): o for o in await self.open_algo_orders(symbol, own_ids_only=True)}
+            # Without a stream, the read takes only the weight there is now: the stop (weight 0) must not
+            # wait for the next minute behind a look-up it can do without.
+            with waiting_at_most(0.0):
+                working = {o.get("clientAlgoId"): o for o in await self.open_algo_orders(symbol, own_ids_only=True)}
         except TradebotError:
             working = {}  # placing with our ids is safe anyway: a duplicate answers -4116
         stop = working.get(stop_loss_client_id) or await self._place_conditional(
