@@ -19,6 +19,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import Any
 
 Z_95 = 1.959963984540054     # two-sided 95 %: the Wilson interval
 Z_90_ONE_SIDED = 1.2815515655446004
@@ -169,3 +170,15 @@ def reliability_points(report: StrategyReport) -> list[dict[str, float]]:
     return [{"confidence": (bucket.low + bucket.high) / 2 / 100, "winRate": bucket.win_rate,
              "low": bucket.win_rate_low, "high": bucket.win_rate_high, "trades": bucket.trades}
             for bucket in report.buckets]
+
+
+def report_document(report: StrategyReport) -> dict[str, Any]:
+    """One strategy's calibration as JSON: what ``tradebot calibration --json`` prints and the dashboard shows."""
+    return {
+        "strategy": report.strategy, "suggestedThreshold": report.suggested_threshold, "verdict": report.verdict,
+        "buckets": [{"confidence": bucket.label, "trades": bucket.trades, "wins": bucket.wins,
+                     "winRate": bucket.win_rate, "winRate95": [bucket.win_rate_low, bucket.win_rate_high],
+                     "meanR": bucket.mean_r, "meanRLower90": bucket.mean_r_lower_90, "earns": bucket.earns}
+                    for bucket in report.buckets],
+        "reliability": reliability_points(report),
+    }

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from services.analytics.calibration import StrategyReport, calibrate, reliability_points
+from services.analytics.calibration import StrategyReport, calibrate, reliability_points, report_document
 from services.analytics.trade_signals import LinkedTrades, from_backtest, from_trade_logs
 from services.cli.context import database
 from services.cli.errors import USAGE, CliError
@@ -85,17 +85,7 @@ def as_text(reports: list[StrategyReport], linked: LinkedTrades) -> str:
 
 
 def as_json(reports: list[StrategyReport], linked: LinkedTrades) -> dict[str, Any]:
-    return {
-        "strategies": [{
-            "strategy": report.strategy, "suggestedThreshold": report.suggested_threshold, "verdict": report.verdict,
-            "buckets": [{"confidence": bucket.label, "trades": bucket.trades, "wins": bucket.wins,
-                         "winRate": bucket.win_rate, "winRate95": [bucket.win_rate_low, bucket.win_rate_high],
-                         "meanR": bucket.mean_r, "meanRLower90": bucket.mean_r_lower_90, "earns": bucket.earns}
-                        for bucket in report.buckets],
-            "reliability": reliability_points(report),
-        } for report in reports],
-        "unlinkedTrades": linked.unlinked,
-    }
+    return {"strategies": [report_document(report) for report in reports], "unlinkedTrades": linked.unlinked}
 
 
 def reliability_png(reports: list[StrategyReport], path: Path) -> None:

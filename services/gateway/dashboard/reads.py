@@ -7,7 +7,7 @@ it). Nothing here reads a secret: exchange connections are projected to their mo
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -17,7 +17,7 @@ from pymongo import ASCENDING, DESCENDING, IndexModel
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 
-from services.analytics.calibration import calibrate, reliability_points
+from services.analytics.calibration import calibrate, report_document
 from services.analytics.trade_signals import has_stored_signal, join_trades
 from services.common.bot_documents import PRESET_NAMES
 from services.common.stored_values import as_utc, to_decimal
@@ -364,21 +364,10 @@ async def calibration(db: AsyncDatabase[dict[str, Any]]) -> dict[str, Any]:
         .sort("createdAt", DESCENDING).limit(CALIBRATION_TRADES).to_list()
     stored = [close for close in closes if has_stored_signal(close)]
     linked = join_trades(stored, [], [])
-    reports = calibrate(linked.trades)
     return {
-        "strategies": [{"strategy": report.strategy, "suggestedThreshold": report.suggested_threshold,
-                        "verdict": report.verdict, "reliability": reliability_points(report),
-                        "buckets": [{"confidence": bucket.label, "trades": bucket.trades, "winRate": bucket.win_rate,
-                                     "winRate95": [bucket.win_rate_low, bucket.win_rate_high],
-                                     "meanR": bucket.mean_r, "meanRLower90": bucket.mean_r_lower_90,
-                                     "earns": bucket.earns} for bucket in report.buckets]}
-                       for report in reports],
+        "strategies": [report_document(report) for report in calibrate(linked.trades)],
         "linkedTrades": len(linked.trades),
         "unlinkedTrades": linked.unlinked,
         "olderTrades": len(closes) - len(stored),
     }
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
