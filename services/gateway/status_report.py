@@ -40,7 +40,7 @@ def _amount(value: Decimal | None) -> str | None:
     return None if value is None else format(value, "f")
 
 
-async def _bots_by_status(db: AsyncDatabase) -> dict[str, int]:
+async def bots_by_status(db: AsyncDatabase) -> dict[str, int]:
     counts: dict[str, int] = {}
     async for row in await db.botinstances.aggregate([{"$group": {"_id": "$status", "count": {"$sum": 1}}}]):
         counts[str(row["_id"])] = int(row["count"])
@@ -127,7 +127,7 @@ async def _last_tick(db: AsyncDatabase) -> dict[str, Any] | None:
     return {"at": _iso(max(moments)), "tickId": None, "outcome": None, "summary": None, "source": "tradelogs"}
 
 
-async def _trading_controls(db: AsyncDatabase, now: datetime) -> dict[str, Any]:
+async def trading_controls(db: AsyncDatabase, now: datetime) -> dict[str, Any]:
     return describe_halts(await db[TRADING_CONTROLS].find({}).to_list(), now)
 
 
@@ -136,8 +136,8 @@ async def build_status_report(db: AsyncDatabase, now: datetime | None = None) ->
     midnight = current.replace(hour=0, minute=0, second=0, microsecond=0)
     return {
         "generatedAt": _iso(current),
-        "tradingControls": await _trading_controls(db, current),
-        "botsByStatus": await _bots_by_status(db),
+        "tradingControls": await trading_controls(db, current),
+        "botsByStatus": await bots_by_status(db),
         "openPositions": await _open_positions(db),
         "realizedPnlToday": await _realized_today(db, midnight),
         "tradeLogsLast24h": await _log_counts(db, current - timedelta(hours=24)),

@@ -21,7 +21,6 @@ from services.analytics.calibration import calibrate, report_document
 from services.analytics.trade_signals import has_stored_signal, join_trades
 from services.common.bot_documents import PRESET_NAMES
 from services.common.stored_values import as_utc, to_decimal
-from services.common.trading_controls import COLLECTION as TRADING_CONTROLS, describe_halts
 
 PAGE_SIZE = 50
 TICKS_SHOWN = 48              # four hours of five-minute ticks
@@ -102,13 +101,6 @@ async def recent_ticks(db: AsyncDatabase[dict[str, Any]]) -> list[dict[str, Any]
     } for tick in reversed(ticks)]
 
 
-async def bots_by_status(db: AsyncDatabase[dict[str, Any]]) -> dict[str, int]:
-    # One pass over the bots (bounded by the fleet's size, not by time), as /api/status counts them.
-    counts = {str(row["_id"]): int(row["count"]) async for row in await db.botinstances.aggregate(
-        [{"$group": {"_id": "$status", "count": {"$sum": 1}}}])}
-    return dict(sorted(counts.items()))
-
-
 async def recent_problems(db: AsyncDatabase[dict[str, Any]], now: datetime) -> list[dict[str, Any]]:
     since = now - timedelta(hours=24)
     entries = await db.tradelogs.find(
@@ -116,10 +108,6 @@ async def recent_problems(db: AsyncDatabase[dict[str, Any]], now: datetime) -> l
         {"botInstanceId": 1, "severity": 1, "action": 1, "message": 1, "createdAt": 1},
     ).sort("createdAt", DESCENDING).limit(ERRORS_SHOWN).to_list()
     return [_log_row(entry) for entry in entries]
-
-
-async def trading_controls(db: AsyncDatabase[dict[str, Any]], now: datetime) -> dict[str, Any]:
-    return describe_halts(await db[TRADING_CONTROLS].find({}).to_list(), now)
 
 
 def _log_row(entry: dict[str, Any]) -> dict[str, Any]:

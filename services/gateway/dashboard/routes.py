@@ -31,6 +31,7 @@ from services.gateway.dashboard import pages, reads
 from services.gateway.dashboard.alerts import alertmanager_alerts, fleet_checks
 from services.gateway.dashboard.sessions import LoginThrottle, Session, SessionStore, password_matches, tokens_match
 from services.gateway.dashboard.settings import DashboardSettings
+from services.gateway.status_report import bots_by_status, trading_controls
 
 log = logging.getLogger(__name__)
 
@@ -232,12 +233,12 @@ async def logout(request: Request, session: Session, form: dict[str, str]) -> Re
 async def fleet_data(request: Request) -> dict[str, Any]:
     dashboard, now = _dashboard(request), datetime.now(UTC)
     ticks = await reads.recent_ticks(dashboard.db)
-    controls = await reads.trading_controls(dashboard.db, now)
+    controls = await trading_controls(dashboard.db, now)
     alerts = fleet_checks(ticks, controls, now, tick_interval_seconds=dashboard.settings.tick_interval_seconds,
                           tick_deadline_seconds=dashboard.tick_deadline_seconds)
     alerts += await alertmanager_alerts(dashboard.settings.alertmanager_url)
     return {"generatedAt": reads.iso(now), "controls": controls, "alerts": alerts, "ticks": ticks,
-            "botsByStatus": await reads.bots_by_status(dashboard.db),
+            "botsByStatus": await bots_by_status(dashboard.db),
             "problems": await reads.recent_problems(dashboard.db, now)}
 
 
@@ -343,7 +344,7 @@ async def resume_action(request: Request, session: Session, form: dict[str, str]
     if isinstance(user, str):
         return html(pages.message("Not resumed", user, session.csrf), 400)
     if form.get("confirm") != "yes":
-        return html(pages.confirm_resume(await reads.trading_controls(db, datetime.now(UTC)), session.csrf, user))
+        return html(pages.confirm_resume(await trading_controls(db, datetime.now(UTC)), session.csrf, user))
     lifted = await resume(db, user=user, by=_operator(request), now=datetime.now(UTC))
     log.warning("trading resumed from the dashboard", extra={"lifted": [item.what for item in lifted],
                                                              "client": _client(request)})
