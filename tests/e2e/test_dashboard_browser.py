@@ -12,7 +12,7 @@ import os
 import re
 import shutil
 import signal
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -124,19 +124,22 @@ def _out_of_sync(error: Exception) -> bool:
     return isinstance(error, StaleElementReferenceException) or "does not belong to the document" in str(error)
 
 
+def _usable(use: Callable[[], object]) -> bool:
+    """Whether a node answers in the driver's current document (False: stale, or not caught up yet)."""
+    try:
+        use()
+    except WebDriverException as error:
+        if _out_of_sync(error):
+            return False
+        raise
+    return True
+
+
 def loaded(driver: WebDriver) -> None:
     """The page has loaded and the driver's view of it is in step: a node found now can be used."""
-    def ready(current: WebDriver) -> bool:
-        if current.execute_script("return document.readyState") != "complete":
-            return False
-        try:
-            current.find_element(By.TAG_NAME, "body").is_displayed()
-        except WebDriverException as error:
-            if _out_of_sync(error):
-                return False
-            raise
-        return True
-    WebDriverWait(driver, 15, poll_frequency=0.1).until(ready)
+    WebDriverWait(driver, 15, poll_frequency=0.1).until(
+        lambda current: current.execute_script("return document.readyState") == "complete"
+        and _usable(lambda: current.find_element(By.TAG_NAME, "body").is_displayed()))
 
 
 def click_and_load(driver: WebDriver, by: str, value: str) -> None:
@@ -152,16 +155,7 @@ def click_and_load(driver: WebDriver, by: str, value: str) -> None:
                 raise
             loaded(driver)   # the click did not happen: find the node again once in step
             continue
-
-        def gone(_: WebDriver) -> bool:
-            try:
-                page.is_enabled()
-            except WebDriverException as error:
-                if _out_of_sync(error):
-                    return True
-                raise
-            return False
-        WebDriverWait(driver, 10, poll_frequency=0.1).until(gone)
+        WebDriverWait(driver, 10, poll_frequency=0.1).until(lambda _: not _usable(page.is_enabled))
         loaded(driver)
         return
 
