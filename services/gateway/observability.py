@@ -39,7 +39,6 @@ log = logging.getLogger(__name__)
 TICKS = "ticks"
 TRADE_LOGS = "tradelogs"
 AFTER_TICK_TIMEOUT_SECONDS = 10.0
-IP_WEIGHT_TIMEOUT_SECONDS = 2.0
 CONTROL_EVENTS_PER_TICK = 100   # control events sent after one tick at most; the rest after the next
 
 TickOutcomeName = Literal["ok", "no_bots", "persist_failed", "db_unavailable"]
@@ -153,7 +152,7 @@ class TickObserver:
         document = report.document()
         if self._ip_weight is not None and report.outcome != "db_unavailable":
             try:
-                document["weight"].update(await asyncio.wait_for(self._ip_weight(), IP_WEIGHT_TIMEOUT_SECONDS))
+                document["weight"].update(await self._ip_weight())   # bounded by its own call timeout
             except Exception as error:   # the record goes without it
                 log.warning("reading the IP weight for the tick record failed", extra={"error": repr(error)})
         try:
