@@ -120,10 +120,10 @@ class BrokerFactory:
 
     @staticmethod
     async def _retire(replaced: Broker, successor: Broker | None) -> None:
-        """Close a broker whose connection's keys were edited. A new API key (or keys that no longer work) is
-        another account: its stream is closed first, while its client can still delete the listenKey; else the
-        keepalives would go on through a closed client. A new secret for the same key keeps the account, whose
-        stream the successor's watch() takes over."""
+        """Close a broker that expired (``successor`` None) or whose connection's keys were edited. Unless the
+        successor serves the same account (a new secret for the same key: its watch() takes the stream over),
+        the account's stream is closed first, while the client can still delete the listenKey; else the
+        keepalives would go on through a closed client."""
         streams = getattr(replaced, "streams", None)
         account = replaced.shared.account_id   # type: ignore[attr-defined]
         if streams is not None and (successor is None or successor.shared.account_id != account):  # type: ignore[attr-defined]
@@ -148,10 +148,7 @@ class BrokerFactory:
         for connection_id, cached in list(self._live.items()):
             if cached.expires_at <= now:
                 self._live.pop(connection_id)
-                streams = getattr(cached.broker, "streams", None)
-                if streams is not None:
-                    await streams.forget(cached.broker.shared.account_id)
-                await _close_quietly(cached.broker)
+                await self._retire(cached.broker, None)
 
     async def close(self) -> None:
         async with self._lock:
