@@ -25,6 +25,7 @@ from services.gateway.clients import ServiceClients
 from services.gateway.dashboard.routes import Dashboard, routes as dashboard_routes
 from services.gateway.observability import TickObserver, TickReport, record_tick_metrics
 from services.gateway.replays import DeliveryReplayStore
+from services.gateway.request_body import declared_body_size, read_body
 from services.gateway.repository import BotRepository, DatabaseUnavailable
 from services.gateway.results import iso_utc, response_body, summarize
 from services.gateway.settings import GatewaySettings
@@ -103,7 +104,7 @@ def create_app(
         body = b""
         if authenticator.needs_body(authorization, signature):
             # A signed delivery covers the raw body: read it (bounded) to check the signature.
-            read = await _read_body(request, MAX_BODY_BYTES)
+            read = await read_body(request, MAX_BODY_BYTES)
             if read is None:
                 return too_large()
             body = read
@@ -111,7 +112,7 @@ def create_app(
         if not decision.authorized:
             log.info("unauthorized call", extra={"reason": decision.reason, "path": request.url.path})
             return JSONResponse(UNAUTHORIZED, status_code=401)
-        if _declared_body_size(request) > MAX_BODY_BYTES:
+        if declared_body_size(request, MAX_BODY_BYTES) > MAX_BODY_BYTES:
             return too_large()
         if decision.delivery is not None and decision.delivery_expires is not None:
             return await refuse_replay(request, decision.delivery, decision.delivery_expires)
@@ -229,24 +230,3 @@ def create_app(
 
 def _rounded(timings: dict[str, float]) -> dict[str, float]:
     return {name: round(seconds, 3) for name, seconds in timings.items()}
-
-
-async def _read_body(request: Request, limit: int) -> bytes | None:
-    """The raw body, or None when it is (or is declared) larger than ``limit``."""
-    if _declared_body_size(request) > limit:
-        return None
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            return None
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def _declared_body_size(request: Request) -> int:
-    try:
-        return int(request.headers.get("content-length", "0"))
-    except ValueError:
-        return MAX_BODY_BYTES + 1

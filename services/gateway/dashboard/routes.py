@@ -31,6 +31,7 @@ from services.gateway.dashboard import pages, reads
 from services.gateway.dashboard.alerts import alertmanager_alerts, fleet_checks
 from services.gateway.dashboard.sessions import LoginThrottle, Session, SessionStore, password_matches, tokens_match
 from services.gateway.dashboard.settings import DashboardSettings
+from services.gateway.request_body import read_body
 from services.gateway.status_report import bots_by_status, trading_controls
 
 log = logging.getLogger(__name__)
@@ -118,11 +119,9 @@ def _login_page(request: Request, status_code: int, message: str | None = None) 
 
 async def _form(request: Request) -> dict[str, str] | None:
     """The urlencoded form (first value of each field), or None when too large."""
-    body = b""
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > MAX_FORM_BYTES:
-            return None
+    body = await read_body(request, MAX_FORM_BYTES)
+    if body is None:
+        return None
     parsed = parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True)
     return {name: values[0] for name, values in parsed.items()}
 
